@@ -1,0 +1,132 @@
+"""train -> export -> verify -> publish for each model, and the closing table. Called by the CLI."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from training import checkpoint as ckpt
+from training.export import TARGET_ACCURACY, ExportResult, GateFailed, export_and_publish
+from training.models import build_model, count_parameters
+from training.tasks import Task, load_task
+from training.train import DEFAULTS, TrainConfig, fit
+
+FAMILIES = ("mlp", "cnn", "resnet", "lstm")
+QUICK_SAMPLES = 512
+
+
+@dataclass
+class Options:
+    data_dir: Path | None = None
+    repository: Path = Path("models")
+    checkpoint_dir: Path = ckpt.DEFAULT_DIR
+    epochs: int | None = None
+    seed: int = 0
+    quick: bool = False
+    quiet: bool = False
+    threads: int | None = None
+
+
+@dataclass
+class Row:
+    name: str
+    parameters: int
+    epochs: int
+    wall_time_s: float
+    samples_per_s: float
+    torch_accuracy: float | None
+    onnx_accuracy: float | None
+    parity: float | None
+    version: int | None
+    status: str
+
+
+def train_config(family: str, options: Options) -> TrainConfig:
+    config = replace(DEFAULTS[family], seed=options.seed)
+    if options.quick:
+        config = replace(config, epochs=1)
+    if options.epochs is not None:
+        config = replace(config, epochs=options.epochs)
+    return config
+
+
+def task_for(family: str, options: Options, config: TrainConfig) -> Task:
+    limit = QUICK_SAMPLES if options.quick else None
+    return load_task(family, options.data_dir, options.seed, config.val_fraction, limit)
+
+
+def train(family: str, options: Options, task: Task | None = None) -> ckpt.Checkpoint:
+    config = train_config(family, options)
+    task = task or task_for(family, options, config)
+    torch.manual_seed(options.seed)
+    model, model_config = build_model(family, {"num_classes": len(task.labels)})
+    result = fit(model, task, config, family, quiet=options.quiet)
+    checkpoint = ckpt.make_checkpoint(family, family, model_config, config, result, count_parameters(model))
+    ckpt.save(checkpoint, options.checkpoint_dir / f"{family}.pt")
+    return checkpoint
+
+
+def export(family: str, options: Options, task: Task | None = None) -> ExportResult:
+    checkpoint = ckpt.load(options.checkpoint_dir / f"{family}.pt")
+    config = TrainConfig(**checkpoint.train_config)
+    task = task or task_for(family, options, config)
+    min_accuracy = None if options.quick else TARGET_ACCURACY[family]
+    return export_and_publish(checkpoint, task, options.repository, min_accuracy)
+
+
+def run_one(family: str, options: Options) -> Row:
+    start = time.perf_counter()
+    config = train_config(family, options)
+    task = task_for(family, options, config)
+    checkpoint = train(family, options, task)
+    fit_ = checkpoint.fit
+    row = Row(family, checkpoint.parameters, config.epochs, 0.0, fit_["samples_per_s"], None, None, None, None,
+              "ok")
+    try:
+        result = export(family, options, task)
+    except GateFailed as error:
+        row.status = f"NOT PUBLISHED: {error}"
+    else:
+        assert result.manifest is not None
+        row.torch_accuracy = result.manifest.metrics.torch_test_accuracy
+        row.onnx_accuracy = result.manifest.metrics.onnx_test_accuracy
+        row.parity = max(result.manifest.parity.max_abs_diff.values())
+        row.version = result.version
+    row.wall_time_s = time.perf_counter() - start
+    return row
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def format_table(rows: list[Row]) -> str:
+    head = ("model", "params", "epochs", "wall time", "train samples/s", "torch test acc", "onnx test acc",
+            "parity max|diff|", "version")
+    lines = [head]
+    for r in rows:
+        lines.append((
+            r.name, f"{r.parameters:,}", str(r.epochs), format_duration(r.wall_time_s), f"{r.samples_per_s:,.0f}",
+            f"{r.torch_accuracy:.2%}" if r.torch_accuracy is not None else "-",
+            f"{r.onnx_accuracy:.2%}" if r.onnx_accuracy is not None else "-",
+            f"{r.parity:.1e}" if r.parity is not None else "-",
+            str(r.version) if r.version is not None else r.status,
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in lines]
+    out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def run_pipeline(families: list[str], options: Options) -> tuple[list[Row], bool]:
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    rows = []
+    for family in families:
+        rows.append(run_one(family, options))
+        if not options.quiet:
+            print(format_table(rows[-1:]), flush=True)
+    return rows, all(r.version is not None for r in rows)
