@@ -15,8 +15,8 @@ from torch import nn
 @dataclass
 class LSTMConfig:
     features: int = 12
-    hidden: int = 128
-    layers: int = 2
+    hidden: int = 64
+    layers: int = 1
     dropout: float = 0.2
     num_classes: int = 9
 

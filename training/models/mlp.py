@@ -12,7 +12,7 @@ from torch import nn
 class MLPConfig:
     input_size: int = 28 * 28
     hidden: list[int] = field(default_factory=lambda: [512, 256])
-    dropout: float = 0.25
+    dropout: float = 0.2
     num_classes: int = 10
 
 
