@@ -1,0 +1,212 @@
+"""The serving image, built and run for real (marker ``docker``): built from a local debootstrap base and the
+host's wheelhouse, run with host networking only, healthy, answering predictions, and draining in-flight
+requests on SIGTERM.
+
+Needs a Docker engine (deploy/start-dockerd.sh starts one with --bridge=none --iptables=false); skipped, with
+the reason, where none answers. Containers use ``--network host`` and listen on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.deploy.conftest import (
+    DEPLOY,
+    MODELS,
+    REPO,
+    VENV_BIN,
+    example_input,
+    free_port,
+    run,
+    served_models,
+    wait_http,
+)
+
+pytestmark = pytest.mark.docker
+# NNSERVE_TEST_IMAGE: test an image built elsewhere instead of building nnserve:test here.
+PREBUILT = os.environ.get("NNSERVE_TEST_IMAGE")
+IMAGE = PREBUILT or "nnserve:test"
+UID = "10001"
+
+
+@pytest.fixture(scope="module")
+def docker() -> str:
+    from shutil import which
+
+    binary = which("docker")
+    if binary is None:
+        pytest.skip("no docker client (apt-get install docker.io)")
+    probe = subprocess.run([binary, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                           timeout=30)
+    if probe.returncode != 0:
+        why = probe.stderr.strip()[:200]
+        pytest.skip(f"no Docker engine answers (start one: deploy/start-dockerd.sh): {why}")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def image(docker: str) -> str:
+    """deploy/build-image.sh: base image (built once), wheelhouse, then a cached docker build."""
+    if not served_models():
+        pytest.skip(f"no model in {MODELS} to bake into the image")
+    if PREBUILT:
+        run([docker, "image", "inspect", PREBUILT])
+        return PREBUILT
+    base_present = run([docker, "image", "inspect", "nnserve-base:bookworm"], check=False).returncode == 0
+    if not base_present and subprocess.run(["which", "debootstrap"], capture_output=True).returncode != 0:
+        pytest.skip("no nnserve-base:bookworm image and no debootstrap to build it (deploy/ci-setup.sh)")
+    start = time.monotonic()
+    env = {**os.environ, "PIP": str(VENV_BIN / "pip"), "MODELS": str(MODELS)}
+    run(["nice", "-n", "15", str(DEPLOY / "build-image.sh"), IMAGE], timeout=900, env=env, cwd=REPO)
+    print(f"image {IMAGE} built in {time.monotonic() - start:.1f}s")
+    return IMAGE
+
+
+def test_image_is_slim_non_root_and_configured(docker: str, image: str) -> None:
+    (config,) = json.loads(run([docker, "image", "inspect", image]).stdout)
+    cfg = config["Config"]
+    assert cfg["User"] == f"{UID}:{UID}"
+    # Exec form, so SIGTERM reaches nnserve itself.
+    assert cfg["Entrypoint"] == ["nnserve"] and cfg["Cmd"] == ["serve"]
+    assert cfg["Healthcheck"]["Test"] == ["CMD", "python3", "/usr/local/bin/nnserve-healthcheck"]
+    env = dict(e.split("=", 1) for e in cfg["Env"])
+    assert env["NNSERVE_REPOSITORY"] == "/models" and env["NNSERVE_PORT"] == "8000"
+    assert env["NNSERVE_HOST"] == "0.0.0.0" and env["NNSERVE_PROVIDERS"] == "cpu"
+    assert "8000/tcp" in cfg["ExposedPorts"]
+    script = ("for t in gcc cc g++ make; do command -v $t && exit 3; done; "
+              "python3 -c 'import torch' 2>/dev/null && exit 4; "
+              "python3 -c 'import onnxruntime, fastapi, service'; "
+              "cd /models && find . -name manifest.json | sort")
+    proc = run([docker, "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c", script])
+    baked = proc.stdout.split()
+    expected = sorted(f"./{p.relative_to(MODELS)}" for p in MODELS.glob("*/*/manifest.json"))
+    assert baked == expected, "the image must carry the committed model repository"
+    size_mb = config["Size"] / 1e6
+    print(f"image size {size_mb:.0f} MB")
+    assert size_mb < 600, f"image is {size_mb:.0f} MB"
+
+
+@dataclass
+class Container:
+    name: str
+    url: str
+
+
+@pytest.fixture
+def container(docker: str, image: str) -> Iterator[Container]:
+    port = free_port()
+    name = f"nnserve-test-{uuid.uuid4().hex[:8]}"
+    run([docker, "run", "-d", "--name", name, "--network", "host",
+         "-e", "NNSERVE_HOST=127.0.0.1", "-e", f"NNSERVE_PORT={port}", "-e", "NNSERVE_INTRA_OP_THREADS=1",
+         "--health-interval=1s", "--health-start-period=120s", "--cpus=2", "--memory=2g", image])
+    try:
+        yield Container(name, f"http://127.0.0.1:{port}")
+    finally:
+        logs = run([docker, "logs", "--tail", "40", name], check=False)
+        print(f"--- {name} log tail ---\n{logs.stdout}{logs.stderr}")
+        run([docker, "rm", "-f", name], check=False)
+
+
+def _health(docker: str, name: str) -> str:
+    return run([docker, "inspect", "-f", "{{.State.Health.Status}}", name]).stdout.strip()
+
+
+def _wait_healthy(docker: str, name: str, deadline_s: float = 120) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        status = _health(docker, name)
+        if status == "healthy":
+            return time.monotonic() - start
+        running = run([docker, "inspect", "-f", "{{.State.Running}}", name]).stdout.strip()
+        assert running == "true", f"container exited while {status}"
+        time.sleep(0.5)
+    raise AssertionError(f"{name} not healthy within {deadline_s}s (last: {_health(docker, name)})")
+
+
+@dataclass
+class Outcome:
+    start: float
+    end: float
+    status: int | None  # None: no HTTP response
+    error: str = ""
+
+
+def _heaviest_model() -> tuple[str, dict[str, Any]]:
+    sizes = {p.parent.parent.name: p.stat().st_size for p in MODELS.glob("*/*/model.onnx")}
+    models = served_models()
+    name = max(models, key=lambda n: sizes.get(n, 0))
+    return name, models[name]
+
+
+def _load(url: str, body: dict[str, Any], stop_at: float, stopped: threading.Event,
+          out: list[Outcome], lock: threading.Lock) -> None:
+    """Send requests one after the other, each on a new connection, until the server refuses or time is up."""
+    while time.monotonic() < stop_at:
+        start = time.monotonic()
+        try:
+            response = httpx.post(f"{url}/predict", json=body, timeout=30, headers={"Connection": "close"})
+            outcome = Outcome(start, time.monotonic(), response.status_code)
+        except httpx.HTTPError as exc:
+            outcome = Outcome(start, time.monotonic(), None, f"{type(exc).__name__}: {exc}")
+        with lock:
+            out.append(outcome)
+        if outcome.status is None and stopped.is_set():
+            return
+
+
+def test_container_is_healthy_predicts_and_drains_on_sigterm(docker: str, container: Container) -> None:
+    healthy_after = _wait_healthy(docker, container.name)
+    print(f"healthy {healthy_after:.1f}s after start")
+    wait_http(f"{container.url}/v2/health/live", 5)
+    user = run([docker, "exec", container.name, "id", "-u"]).stdout.strip()
+    assert user == UID
+    for name, manifest in served_models().items():
+        body = {"model": name, "inputs": [example_input(manifest)]}
+        response = httpx.post(f"{container.url}/predict", json=body, timeout=30)
+        assert response.status_code == 200, f"{name}: {response.status_code} {response.text[:300]}"
+        assert response.json()["predictions"], response.text[:300]
+
+    # Load: 8 clients posting batches to the slowest model; SIGTERM after 1.5 s of it.
+    name, manifest = _heaviest_model()
+    body = {"model": name, "inputs": [example_input(manifest, float(i)) for i in range(16)]}
+    outcomes: list[Outcome] = []
+    lock, stopped = threading.Lock(), threading.Event()
+    stop_at = time.monotonic() + 30
+    threads = [threading.Thread(target=_load, args=(container.url, body, stop_at, stopped, outcomes, lock))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    sigterm_at = time.monotonic()
+    run([docker, "kill", "--signal", "TERM", container.name])
+    stopped.set()
+    exit_code = run([docker, "wait", container.name], timeout=60).stdout.strip()
+    exited_at = time.monotonic()
+    for thread in threads:
+        thread.join(timeout=35)
+
+    # A request that the server had surely read (sent 50 ms before SIGTERM or earlier) must complete;
+    # later ones may be refused (no connection, or 503 while draining), never failed with a 5xx.
+    settled = sigterm_at - 0.05
+    before = [o for o in outcomes if o.start < settled]
+    dropped = [o for o in before if o.status != 200]
+    drained = [o for o in before if o.status == 200 and o.end > sigterm_at]
+    server_errors = [o for o in outcomes if o.status is not None and o.status >= 500 and o.status != 503]
+    print(f"{len(outcomes)} requests; {len(drained)} in flight at SIGTERM completed after it; "
+          f"{sum(o.status is None for o in outcomes)} refused without a response; exit {exit_code} "
+          f"{exited_at - sigterm_at:.2f}s after SIGTERM")
+    assert not dropped, f"in-flight requests lost at shutdown: {dropped[:5]}"
+    assert not server_errors, server_errors[:5]
+    assert drained, "no request was in flight at SIGTERM: the drain was not exercised"
+    assert exit_code == "0", f"nnserve exited {exit_code} on SIGTERM"
