@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what the deploy tests use: promtool + prometheus, docker-compose, a Docker engine, debootstrap
-# (Debian), and kubernetes-validate + pyyaml (PyPI) into the venv given as $1.
+# Install what the deploy tests use: from Debian promtool + prometheus, docker-compose, a Docker engine,
+# debootstrap and the shell linter; from PyPI kubernetes-validate + pyyaml, into the venv given as $1.
 #
 # Tolerant on purpose: a package that cannot be installed here only makes the tests that need it skip (each
 # prints why). It never starts a service: Debian's maintainer scripts are kept from starting dockerd (which
@@ -10,7 +10,7 @@
 set -u
 
 VENV="${1:-.venv}"
-APT_PACKAGES=(prometheus docker-compose docker.io debootstrap)
+APT_PACKAGES=(prometheus docker-compose docker.io debootstrap shellcheck)
 PIP_PACKAGES=(kubernetes-validate pyyaml)
 
 log() { printf 'deploy/ci-setup: %s\n' "$*"; }
