@@ -1,0 +1,105 @@
+"""The Open Inference Protocol (KServe V2) under ``/v2``: server and model metadata, health, and inference with
+JSON or binary tensors. Routes only translate and delegate to the registry and ``v2_codec``."""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service.api.common import RequestTracker, json_response, read_body
+from service.api.context import AppContext
+from service.api.v2_codec import FROM_MANIFEST, HEADER, decode_request, encode_response
+from service.errors import MalformedRequest, NotReady
+from service.registry import ServedModel
+
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository(unload_dependents)"]
+
+
+def server_version() -> str:
+    try:
+        return version("nnserve")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def model_metadata(served: ServedModel, versions: list[int]) -> dict[str, Any]:
+    m = served.manifest
+    return {
+        "name": m.name,
+        "versions": [str(v) for v in versions],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": s.name, "datatype": FROM_MANIFEST[s.dtype], "shape": s.shape} for s in m.inputs],
+        "outputs": [{"name": s.name, "datatype": FROM_MANIFEST[s.dtype], "shape": s.shape} for s in m.outputs],
+        "parameters": {
+            "version": m.version, "family": m.family, "task": m.task, "labels": m.labels,
+            "providers": served.runtime.providers, "graph_optimization": served.runtime.graph_optimization,
+            "sha256": m.sha256, "onnx_test_accuracy": m.metrics.onnx_test_accuracy,
+        },
+    }
+
+
+def _parse_version(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise MalformedRequest(f"model version must be an integer, received {value!r}")
+    return int(value)
+
+
+def build_router(ctx: AppContext) -> APIRouter:
+    router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+    registry = ctx.registry
+    settings = ctx.settings
+
+    @router.get("", summary="Server metadata")
+    async def server_metadata() -> Response:
+        return json_response({"name": "nnserve", "version": server_version(), "extensions": EXTENSIONS})
+
+    @router.get("/health/live", summary="Liveness: the process answers")
+    async def live() -> Response:
+        return json_response({"live": True})
+
+    @router.get("/health/ready", summary="Readiness: every model loaded and warmed, not shutting down")
+    async def ready() -> Response:
+        ok = ctx.ready
+        return json_response({"ready": ok}, 200 if ok else 503)
+
+    @router.get("/models/{name}", summary="Model metadata (newest served version)")
+    @router.get("/models/{name}/versions/{model_version}", summary="Model metadata of one version")
+    async def metadata(name: str, model_version: str | None = None) -> Response:
+        served = registry.get(name, _parse_version(model_version))
+        return json_response(model_metadata(served, sorted(registry.models[name])))
+
+    @router.get("/models/{name}/ready", summary="Model readiness")
+    @router.get("/models/{name}/versions/{model_version}/ready", summary="Model version readiness")
+    async def model_ready(name: str, model_version: str | None = None) -> Response:
+        served = registry.get(name, _parse_version(model_version))
+        if not ctx.accepting:
+            raise NotReady(f"model '{name}': server is shutting down")
+        return json_response({"name": served.name, "version": str(served.version), "ready": True})
+
+    @router.post("/models/{name}/infer", summary="Inference (JSON or binary tensors)")
+    @router.post("/models/{name}/versions/{model_version}/infer", summary="Inference on one version")
+    async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
+        with RequestTracker(request, ctx.metrics, "v2") as tracker:
+            ctx.require_accepting()
+            served = registry.get(name, _parse_version(model_version))
+            tracker.bind(served)
+            body = await read_body(request, settings.max_body_bytes)
+            start = time.perf_counter()
+            decoded = decode_request(body, request.headers.get(HEADER), served.manifest,
+                                     settings.max_items_per_request)
+            tracker.preprocessed(start)
+            request.state.batch_size = decoded.batch
+            outputs = await served.infer(decoded.inputs, decoded.batch, settings.request_timeout_ms / 1000)
+            content, header_length = encode_response(served.name, served.version, decoded, outputs)
+            if header_length is None:
+                return Response(content, media_type="application/json")
+            return Response(content, media_type="application/octet-stream",
+                            headers={"Inference-Header-Content-Length": str(header_length)})
+
+    return router

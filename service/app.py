@@ -1,0 +1,57 @@
+"""``create_app(settings)``: the FastAPI app. Its lifespan loads and warms every model, then opens for requests;
+on shutdown it stops accepting, drains each batcher, and exits. No module-level app: build one per settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.access_log import AccessLogMiddleware
+from service.api import admin, info, predict, v2
+from service.api.context import AppContext
+from service.api.error_handler import install_error_handlers
+from service.metrics import ServiceMetrics
+from service.registry import ModelRegistry
+from service.settings import Settings
+
+log = logging.getLogger("nnserve")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = ServiceMetrics()
+    ctx = AppContext(settings, metrics, ModelRegistry(settings, metrics))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ctx.registry.load_repository()
+        ctx.started = ctx.accepting = True
+        for served in ctx.registry.served():
+            log.info("serving %s v%d on %s (graph optimisation %s, loaded in %.2f s)", served.name,
+                     served.version, served.runtime.providers, served.runtime.graph_optimization,
+                     served.load_seconds)
+        try:
+            yield
+        finally:
+            ctx.accepting = False
+            await ctx.registry.close()
+            log.info("drained and stopped")
+
+    app = FastAPI(
+        title="nnserve", version=v2.server_version(), lifespan=lifespan,
+        description="Dynamically batched onnxruntime serving of the models in a nnserve repository.",
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    for module in (predict, v2, admin, info):
+        app.include_router(module.build_router(ctx))
+    app.add_middleware(AccessLogMiddleware, enabled=settings.access_log)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and worker processes: settings from ``NNSERVE_*`` variables."""
+    return create_app(Settings())

@@ -1,0 +1,77 @@
+"""``nnserve serve``: flags -> settings -> uvicorn. Flags win over ``NNSERVE_*`` environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from service.settings import Settings
+
+FLAGS: list[tuple[str, type, str]] = [
+    ("host", str, "address to bind (default 127.0.0.1; 0.0.0.0 in the container)"),
+    ("port", int, "port (default 8000)"),
+    ("workers", int, "server processes, each with every model (default 1)"),
+    ("repository", str, "model repository folder (default models/)"),
+    ("providers", str, "execution providers: auto | cpu | cuda (default auto)"),
+    ("intra-op-threads", int, "onnxruntime threads per call (default 1)"),
+    ("graph-optimization", str, "auto | all | extended | basic | disable (default auto: measured at load)"),
+    ("max-batch-size", int, "largest batch per onnxruntime call (default 64)"),
+    ("max-queue-delay-ms", float, "longest wait for a batch to fill (default 0: never wait)"),
+    ("max-queue-size", int, "queued samples per model before 429 (default 1024)"),
+    ("batch-concurrency", int, "batches of one model computing at once (default 2)"),
+    ("request-timeout-ms", float, "queued longer than this -> 504 (default 10000)"),
+    ("max-body-bytes", int, "request body limit (default 16 MiB)"),
+    ("max-image-pixels", int, "uploaded picture limit in pixels (default 4096*4096)"),
+    ("admin-token", str, "bearer token of the /v2/repository API (default: API disabled)"),
+    ("log-level", str, "debug | info | warning (default info)"),
+]
+
+
+def add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    for name, kind, text in FLAGS:
+        parser.add_argument(f"--{name}", type=kind, default=None, help=text)
+    parser.add_argument("--model", action="append", default=None, metavar="NAME[:VERSION]",
+                        help="serve only this model (repeatable); NAME:V pins a version")
+    parser.add_argument("--no-access-log", action="store_true", help="no JSON line per request")
+
+
+def apply_flags(args: argparse.Namespace) -> None:
+    """Turn given flags into NNSERVE_* variables, so worker processes build the same Settings."""
+    for name, _, _ in FLAGS:
+        value = getattr(args, name.replace("-", "_"), None)
+        if value is not None:
+            os.environ[f"NNSERVE_{name.replace('-', '_').upper()}"] = str(value)
+    if args.model:
+        names: list[str] = []
+        pins: dict[str, list[int]] = {}
+        for spec in args.model:
+            name, _, version = spec.partition(":")
+            names.append(name)
+            if version:
+                pins.setdefault(name, []).append(int(version))
+        os.environ["NNSERVE_MODELS"] = json.dumps(sorted(set(names)))
+        if pins:
+            os.environ["NNSERVE_MODEL_VERSIONS"] = json.dumps(pins)
+    if args.no_access_log:
+        os.environ["NNSERVE_ACCESS_LOG"] = "false"
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stdout, format="%(message)s")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    apply_flags(args)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
+        workers=settings.workers, log_level=settings.log_level, access_log=False,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s), loop="auto", http="auto",
+    )
+    return 0

@@ -1,0 +1,47 @@
+"""Service settings: every field from a ``nnserve serve`` flag or an ``NNSERVE_<FIELD>`` environment variable.
+
+Built once per app and passed into ``create_app(settings)``; nothing reads the environment at import time.
+Defaults are the ones measured best on a 2-core CPU machine (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NNSERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=1, description="server processes (each loads every model)")
+    repository: Path = Path("models")
+    models: list[str] = Field(default_factory=list, description="serve only these models (default: all)")
+    model_versions: dict[str, list[int]] = Field(
+        default_factory=dict, description='pinned versions, e.g. {"cnn": [1, 2]}; default: the latest of each'
+    )
+
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per call (0: onnxruntime decides)")
+    graph_optimization: Literal["auto", "all", "extended", "basic", "disable"] = "auto"
+    spin_wait: bool = False
+
+    max_batch_size: int = Field(64, ge=1)
+    max_queue_delay_ms: float = Field(0.0, ge=0, description="longest wait for company; 0 = take what is queued")
+    max_queue_size: int = Field(1024, ge=1, description="samples waiting per model before 429")
+    batch_concurrency: int = Field(2, ge=1, description="batches of one model computing at once")
+    request_timeout_ms: float = Field(10_000, gt=0, description="a request still queued after this gets 504")
+    warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
+
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(4096 * 4096, ge=1)
+    max_items_per_request: int = Field(256, ge=1)
+
+    admin_token: str | None = None
+    log_level: str = "info"
+    access_log: bool = True
+    drain_timeout_s: float = 30.0
