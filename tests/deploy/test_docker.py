@@ -210,3 +210,25 @@ def test_container_is_healthy_predicts_and_drains_on_sigterm(docker: str, contai
     assert not server_errors, server_errors[:5]
     assert drained, "no request was in flight at SIGTERM: the drain was not exercised"
     assert exit_code == "0", f"nnserve exited {exit_code} on SIGTERM"
+
+
+def test_compose_builds_the_image(docker: str, image: str) -> None:
+    """`docker-compose build nnserve` (host-network override: build without network) on the local base.
+
+    Builds only; `up` is not run here: the Prometheus and Grafana images cannot be pulled on this machine.
+    """
+    from shutil import which
+
+    compose = which("docker-compose")
+    if compose is None:
+        pytest.skip("no docker-compose (deploy/ci-setup.sh)")
+    ignore = REPO / ".dockerignore"
+    if not ignore.exists() or "*" not in ignore.read_text().split():
+        pytest.skip("no whitelist .dockerignore at the repository root (see deploy/README.md): the compose "
+                    "build would send .venv and data to the engine")
+    env = {**os.environ, "NNSERVE_BASE_IMAGE": "nnserve-base:bookworm",
+           "NNSERVE_IMAGE": "nnserve:compose-test"}
+    run(["nice", "-n", "15", compose, "-f", str(REPO / "docker-compose.yml"), "-f",
+         str(DEPLOY / "compose.hostnet.yml"), "build", "nnserve"], timeout=600, env=env, cwd=REPO)
+    (config,) = json.loads(run([docker, "image", "inspect", "nnserve:compose-test"]).stdout)
+    assert config["Config"]["Entrypoint"] == ["nnserve"]
