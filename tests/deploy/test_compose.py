@@ -40,6 +40,8 @@ def test_compose_config_default() -> None:
     assert nnserve["build"]["args"]["VARIANT"] == "cpu"
     assert nnserve["healthcheck"]["test"] == ["CMD", "python3", "/usr/local/bin/nnserve-healthcheck"]
     assert nnserve["restart"] == "unless-stopped"
+    # The server drains for up to 30 s (NNSERVE_DRAIN_TIMEOUT_S) after SIGTERM; SIGKILL must come later.
+    assert int(nnserve["stop_grace_period"].rstrip("s")) > 30
     limits = nnserve["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) > 0 and limits["memory"]
     assert any(v.endswith(":/models:ro") for v in nnserve["volumes"]), nnserve["volumes"]

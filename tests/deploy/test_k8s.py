@@ -98,12 +98,13 @@ def test_deployment_probes_draining_and_security() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep" and int(pre_stop[1]) < pod["terminationGracePeriodSeconds"] - 15, \
-        "preStop must leave the server time to drain inside the grace period"
+    env = {e["name"]: e for e in container["env"]}
+    drain_s = float(env["NNSERVE_DRAIN_TIMEOUT_S"]["value"])
+    assert pre_stop[0] == "sleep" and int(pre_stop[1]) + drain_s < pod["terminationGracePeriodSeconds"], \
+        "preStop sleep + the server's drain must fit in the grace period, or the kubelet kills mid-drain"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    env = {e["name"]: e for e in container["env"]}
     assert env["NNSERVE_PORT"]["value"] == str(container["ports"][0]["containerPort"])
     assert container["image"] == "nnserve:latest"
 
