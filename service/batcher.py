@@ -13,6 +13,7 @@ drains what is queued, then ends the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -210,10 +211,8 @@ class Batcher:
             await asyncio.sleep(0.005)
         if self._loop_task is not None:
             self._loop_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-            except asyncio.CancelledError:
-                pass
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if not item.future.done():

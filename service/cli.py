@@ -30,7 +30,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: a few hundred samples, one epoch, no accuracy gate")
+                        help="smoke run: a few hundred samples, one epoch, no accuracy gate")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 

@@ -70,7 +70,7 @@ def decode_image(data: bytes, spec: ImagePreprocessing, max_pixels: int, filenam
     if not data:
         raise InvalidImage(f"{filename}: empty file")
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as error:
         raise InvalidImage(
             f"{filename}: not a recognised image (expected one of {', '.join(sorted(ALLOWED_IMAGE_FORMATS))}; "

@@ -24,7 +24,15 @@ import torch
 from torch import nn
 
 from service.manifest import (
-    Dataset, ImagePreprocessing, Manifest, Metrics, Parity, Provenance, TensorSpec, TrainingConfig, sha256_of,
+    Dataset,
+    ImagePreprocessing,
+    Manifest,
+    Metrics,
+    Parity,
+    Provenance,
+    TensorSpec,
+    TrainingConfig,
+    sha256_of,
 )
 from service.preprocess import normalize_pixels, sequences_to_tensors
 from training.checkpoint import Checkpoint
@@ -196,7 +204,7 @@ def build_manifest(checkpoint: Checkpoint, task: Task, version: int, metrics: Me
     train: dict[str, Any] = checkpoint.train_config
     fit = checkpoint.fit
     return Manifest(
-        name=checkpoint.name, version=version, family=checkpoint.family,  # type: ignore[arg-type]
+        name=checkpoint.name, version=version, family=checkpoint.family,
         task="image-classification" if task.is_image else "sequence-classification",
         description=DESCRIPTIONS.get(checkpoint.family, checkpoint.family),
         inputs=inputs, outputs=outputs, labels=task.labels, preprocessing=task.preprocessing,

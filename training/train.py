@@ -116,7 +116,7 @@ def fit(model: nn.Module, task: Task, config: TrainConfig, name: str, quiet: boo
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(model, config)
     steps_per_epoch = max(1, len(task.train) // config.batch_size)
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -144,7 +144,7 @@ def fit(model: nn.Module, task: Task, config: TrainConfig, name: str, quiet: boo
             logits = model(*inputs)
             loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
@@ -157,7 +157,7 @@ def fit(model: nn.Module, task: Task, config: TrainConfig, name: str, quiet: boo
         seen += count
         val_acc, val_loss = evaluate(model, task.val)
         history.append({"epoch": epoch, "loss": loss_sum / count, "train_accuracy": correct / count,
-                        "val_accuracy": val_acc, "val_loss": val_loss, "lr": scheduler.get_last_lr()[0]})
+                        "val_accuracy": val_acc, "val_loss": val_loss, "lr": float(scheduler.get_last_lr()[0])})
         # Best on validation accuracy; ties (common on a small validation set) go to the lower loss.
         if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
             best = {"acc": val_acc, "loss": val_loss, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}

@@ -10,7 +10,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from service.errors import MalformedRequest, NNServeError, PayloadTooLarge, rejection_reason
+from service.errors import InvalidValue, MalformedRequest, NNServeError, PayloadTooLarge, rejection_reason
 from service.metrics import ServiceMetrics
 from service.registry import ServedModel
 
@@ -38,6 +38,8 @@ def parse_json(data: bytes, what: str = "request body") -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as error:
+        if any(token in data for token in (b"NaN", b"Infinity", b"e999")):
+            raise InvalidValue(f"{what}: NaN and infinite values are not accepted ({error})") from error
         raise MalformedRequest(f"{what} is not valid JSON: {error}") from error
 
 

@@ -17,7 +17,12 @@ from service.batcher import Tensors
 from service.errors import InvalidValue, MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 from service.manifest import ImagePreprocessing
 from service.preprocess import (
-    decode_image, normalize_pixels, pixels_from_json, sequences_from_json, sequences_to_tensors, top_k_count,
+    decode_image,
+    normalize_pixels,
+    pixels_from_json,
+    sequences_from_json,
+    sequences_to_tensors,
+    top_k_count,
 )
 from service.registry import ServedModel
 

@@ -132,7 +132,7 @@ def _batch(arrays: dict[str, np.ndarray]) -> int:
     sizes = {name: a.shape[0] for name, a in arrays.items()}
     if len(set(sizes.values())) != 1:
         raise InvalidShape(f"inputs disagree on the batch size: {sizes}")
-    return next(iter(sizes.values()))
+    return int(next(iter(sizes.values())))
 
 
 def _check_lengths(arrays: dict[str, np.ndarray], spec: SequencePreprocessing) -> None:

@@ -1,13 +1,234 @@
-"""``nnserve bench`` (placeholder flags until the load generator lands)."""
+"""``nnserve bench``: drive a server (or start one) with real test-set inputs over /predict JSON, OIP JSON and
+OIP binary; report req/s, latency percentiles, errors, the server's batch sizes, CPU shares and memory, and the
+ratio to raw in-process onnxruntime throughput of the same model on the same machine. A benchmark, not a test.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from service.bench.inprocess import raw_throughput
+from service.bench.loadgen import LoadResult, run_load
+from service.bench.payloads import PROTOCOLS, build, test_inputs
+from service.bench.scrape import batch_histogram, cpu_seconds, rss_mb, scrape, tree_pids
+from service.manifest import Manifest
+from service.model_repository import list_versions
 
 
 def add_bench_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=None)
+    parser.add_argument("--url", default=None, help="bench a running server (default: start one)")
+    parser.add_argument("--repository", type=Path, default=Path("models"))
+    parser.add_argument("--models", default="mlp,cnn,resnet,lstm")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="predict,v2-json,v2-binary")
+    parser.add_argument("--concurrency", default="1,64", help="comma-separated connection counts")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each")
+    parser.add_argument("--samples", type=int, default=512, help="distinct real inputs to cycle through")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--server-args", default="", help="extra `nnserve serve` flags for the started server")
+    parser.add_argument("--unbatched", action="store_true",
+                        help="also bench a server with --max-batch-size 1 and report the speed-up")
+    parser.add_argument("--soak", type=float, default=0.0,
+                        help="seconds of one long run (first model and protocol, highest concurrency) "
+                             "reporting the server's RSS growth")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int | None
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in tree_pids(self.pid)) if self.pid else 0.0
+
+    def rss(self) -> float:
+        return sum(rss_mb(p) for p in tree_pids(self.pid)) if self.pid else 0.0
+
+
+@contextmanager
+def started_server(repository: Path, extra: str, port: int) -> Iterator[Server]:
+    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--repository", str(repository), *shlex.split(extra)]
+    log = open(f"/tmp/nnserve-bench-{port}.log", "w")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise SystemExit(f"server exited with {process.returncode}; see /tmp/nnserve-bench-{port}.log")
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield Server(url, process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@dataclass
+class Row:
+    model: str
+    protocol: str
+    concurrency: int
+    load: LoadResult
+    samples_per_request: int
+    batch_mean: float
+    batch_over_1: float
+    server_cpu: float
+    rss_mb: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.load.rps * self.samples_per_request
+
+
+def measure(server: Server, manifest: Manifest, protocol: str, concurrency: int, args: argparse.Namespace,
+            raw: list) -> Row:  # type: ignore[type-arg]
+    payload = build(manifest, protocol, raw)
+    if args.warmup > 0:
+        run_load(server.url, payload, concurrency, args.warmup)
+    before, cpu_before = scrape(server.url), server.cpu()
+    load = run_load(server.url, payload, concurrency, args.duration)
+    after, cpu_after = scrape(server.url), server.cpu()
+    hist = batch_histogram(before, after, manifest.name)
+    batches = hist.get("+Inf", 0.0)
+    ones = hist.get("1.0", 0.0)
+    cores = os.cpu_count() or 1
+    return Row(manifest.name, protocol, concurrency, load, payload.samples_per_request, hist["mean"],
+               (batches - ones) / batches if batches else 0.0, (cpu_after - cpu_before) / load.seconds / cores,
+               server.rss())
+
+
+def newest(repository: Path, name: str) -> Manifest:
+    versions = list_versions(repository / name)
+    if not versions:
+        raise SystemExit(f"no versions of {name} under {repository}")
+    return Manifest.load(repository / name / str(versions[-1]))
+
+
+def run_matrix(server: Server, args: argparse.Namespace, models: list[str]) -> list[Row]:
+    rows = []
+    for name in models:
+        manifest = newest(args.repository, name)
+        raw = test_inputs(manifest, args.data_dir, args.samples)
+        for protocol in args.protocols.split(","):
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
+                row = measure(server, manifest, protocol, concurrency, args, raw)
+                print(f"  {name:7} {protocol:9} c={concurrency:<3} {row.load.rps:8.0f} req/s  p50 "
+                      f"{row.load.p50_ms:7.2f} ms  p99 {row.load.p99_ms:7.2f} ms  errors {row.load.errors}  "
+                      f"mean batch {row.batch_mean:5.1f}", flush=True)
+                rows.append(row)
+    return rows
+
+
+def table(rows: list[Row], raw_best: dict[str, tuple[float, int]], unbatched: dict[tuple[str, str, int], Row]
+          ) -> str:
+    head = ["model", "protocol", "conc.", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99/p50", "errors",
+            "mean batch", "batches >1", "raw ORT samples/s (batch)", "% of raw", "server CPU", "client CPU",
+            "RSS MB"]
+    if unbatched:
+        head += ["unbatched req/s", "speed-up", "unbatched p50 ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cores = os.cpu_count() or 1
+    for r in rows:
+        best, batch = raw_best[r.model]
+        cells = [r.model, r.protocol, str(r.concurrency), f"{r.load.rps:,.0f}", f"{r.load.p50_ms:.2f}",
+                 f"{r.load.p90_ms:.2f}", f"{r.load.p99_ms:.2f}", f"{r.load.p99_ms / max(r.load.p50_ms, 1e-9):.1f}",
+                 str(r.load.errors), f"{r.batch_mean:.1f}", f"{r.batch_over_1:.0%}", f"{best:,.0f} ({batch})",
+                 f"{r.samples_per_s / best:.0%}", f"{r.server_cpu:.0%}",
+                 f"{r.load.client_cpu_s / r.load.seconds / cores:.0%} ({r.load.generator})", f"{r.rss_mb:.0f}"]
+        if unbatched:
+            u = unbatched.get((r.model, r.protocol, r.concurrency))
+            cells += [f"{u.load.rps:,.0f}", f"{r.load.rps / u.load.rps:.2f}x", f"{u.load.p50_ms:.2f}"] if u \
+                else ["-", "-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def environment() -> str:
+    import onnxruntime
+
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    return (f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores ({cpu}), Python "
+            f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}")
 
 
 def bench(args: argparse.Namespace) -> int:
-    raise SystemExit("nnserve bench: not implemented yet")
+    models = [m for m in args.models.split(",") if m]
+    print("raw in-process onnxruntime throughput (samples/s by batch size):", flush=True)
+    raw_best = {}
+    for name in models:
+        folder = args.repository / name / str(newest(args.repository, name).version)
+        result = raw_throughput(folder)
+        batch = max(result, key=lambda b: result[b])
+        raw_best[name] = (result[batch], batch)
+        print(f"  {name:7} " + "  ".join(f"b{b}: {v:,.0f}" for b, v in result.items()), flush=True)
+
+    unbatched: dict[tuple[str, str, int], Row] = {}
+    soak = ""
+    if args.url:
+        rows = run_matrix(Server(args.url, None), args, models)
+    else:
+        print(f"batched server ({args.server_args or 'defaults'}):", flush=True)
+        with started_server(args.repository, args.server_args, 18601) as server:
+            rows = run_matrix(server, args, models)
+            if args.soak:
+                soak = run_soak(server, args, models[0])
+        if args.unbatched:
+            print("unbatched server (--max-batch-size 1):", flush=True)
+            with started_server(args.repository, args.server_args + " --max-batch-size 1", 18602) as server:
+                unbatched = {(r.model, r.protocol, r.concurrency): r for r in run_matrix(server, args, models)}
+    text = table(rows, raw_best, unbatched)
+    print()
+    print(text)
+    if soak:
+        print(soak)
+    if args.markdown:
+        command = "nnserve bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        with args.markdown.open("a") as out:
+            out.write(f"\n### `{command}`\n\n{environment()}\n\n{text}\n")
+            if soak:
+                out.write(f"\n{soak}\n")
+    return 0
+
+
+def run_soak(server: Server, args: argparse.Namespace, model: str) -> str:
+    manifest = newest(args.repository, model)
+    protocol = args.protocols.split(",")[0]
+    concurrency = max(int(c) for c in args.concurrency.split(","))
+    payload = build(manifest, protocol, test_inputs(manifest, args.data_dir, args.samples))
+    run_load(server.url, payload, concurrency, 5)
+    start_rss = server.rss()
+    print(f"soak: {model} {protocol} c={concurrency} for {args.soak:.0f} s, RSS {start_rss:.0f} MB", flush=True)
+    load = run_load(server.url, payload, concurrency, args.soak)
+    end_rss = server.rss()
+    return (f"Soak: {model} over {protocol}, concurrency {concurrency}, {args.soak:.0f} s, {load.requests:,} "
+            f"requests, {load.errors} errors: server RSS {start_rss:.1f} MB -> {end_rss:.1f} MB "
+            f"({(end_rss - start_rss) / start_rss:+.1%}).")

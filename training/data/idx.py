@@ -5,13 +5,16 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from training.data.sources import DataError
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-           0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+}
 
 
 def read_bytes(path: Path) -> bytes:
@@ -36,7 +39,7 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{source}: IDX header truncated ({len(data)} bytes)")
     shape = struct.unpack(f">{rank}I", data[4:header])
-    dtype = np.dtype(_DTYPES[code])
+    dtype = _DTYPES[code]
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
         raise DataError(f"{source}: IDX size mismatch: header says {shape} = {expected} bytes, file has {len(data)}")

@@ -1,9 +1,11 @@
 """Where dataset files are found, how they are checked, and the one place that downloads.
 
 Lookup order for each file: ``--data-dir``, ``$NNSERVE_DATA_DIR``, the user cache
-(``$XDG_CACHE_HOME/nnserve/data``, default ``~/.cache/nnserve/data``), Debian's ``/usr/share/datasets``; in each,
+(``$XDG_CACHE_HOME/nnserve/data``, default ``~/.cache/nnserve/data``), Debian's ``/usr/share/datasets``;
+in each,
 ``<dir>/<dataset>/<file>`` then ``<dir>/<file>``, and for IDX files also the decompressed name without ``.gz``.
-Only when no candidate exists is the file downloaded, into the user cache, from the dataset's public mirror.
+Only when no candidate exists (and ``$NNSERVE_OFFLINE`` is unset) is the file downloaded, into the user
+cache, from the dataset's public mirror.
 Every file's md5 is checked against the published one (of the ``.gz``, or of the decompressed bytes, which is
 what Debian's re-compressed copies match); a mismatch names the file and both checksums.
 """
@@ -134,7 +136,7 @@ def download(spec: DataFile, target: Path) -> None:
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
         tmp_path = Path(tmp.name)
         try:
-            with urllib.request.urlopen(spec.url, timeout=60) as response:  # noqa: S310 (fixed https/http mirror)
+            with urllib.request.urlopen(spec.url, timeout=60) as response:
                 while block := response.read(1 << 20):
                     tmp.write(block)
         except OSError as error:
@@ -151,12 +153,14 @@ def download(spec: DataFile, target: Path) -> None:
 def locate(dataset: str, name: str, data_dir: Path | None = None, allow_download: bool = True) -> tuple[Path, str]:
     """Find (or download) one file; return its path and the md5 it was verified with."""
     spec = FILES[dataset][name]
+    allow_download = allow_download and os.environ.get("NNSERVE_OFFLINE", "") not in ("1", "true", "yes")
     for directory in search_dirs(data_dir):
         for candidate in _candidates(directory, spec):
             if candidate.is_file():
                 return candidate, verify(candidate, spec)
     if not allow_download:
-        raise DataError(f"{dataset}/{name} not found in {[str(d) for d in search_dirs(data_dir)]}")
+        raise DataError(f"{dataset}/{name} not found in {[str(d) for d in search_dirs(data_dir)]} "
+                        f"(downloads are off: NNSERVE_OFFLINE is set)")
     target = cache_dir() / dataset / name
     download(spec, target)
     return target, verify(target, spec)

@@ -1,0 +1,68 @@
+"""Reading a server's /metrics and a process's CPU and memory, for before/after differences."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import httpx
+
+_SAMPLE = re.compile(r'^(\w+)(?:\{(.*)\})? (\S+)$')
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    out = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match:
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+            out[(match.group(1), labels)] = float(match.group(3))
+    return out
+
+
+def batch_histogram(before: dict, after: dict, model: str) -> dict[str, float]:  # type: ignore[type-arg]
+    """Batches per ``le`` bucket of nnserve_batch_size during the run (cumulative counts), plus mean."""
+    buckets: dict[str, float] = {}
+    for (name, labels), value in after.items():
+        lab = dict(labels)
+        if name == "nnserve_batch_size_bucket" and lab.get("model") == model:
+            buckets[lab["le"]] = buckets.get(lab["le"], 0) + value - before.get((name, labels), 0)
+    total = sum(v - before.get(k, 0) for k, v in after.items()
+                if k[0] == "nnserve_batch_size_sum" and dict(k[1]).get("model") == model)
+    count = sum(v - before.get(k, 0) for k, v in after.items()
+                if k[0] == "nnserve_batch_size_count" and dict(k[1]).get("model") == model)
+    buckets["mean"] = total / count if count else 0.0
+    return buckets
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children that were waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def tree_pids(pid: int) -> list[int]:
+    """The process and its descendants (uvicorn workers)."""
+    pids, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child in Path("/proc").iterdir():
+            if child.name.isdigit():
+                try:
+                    stat = (child / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(stat[1]) == parent:
+                    pids.append(int(child.name))
+                    frontier.append(int(child.name))
+    return pids

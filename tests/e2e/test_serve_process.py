@@ -1,0 +1,90 @@
+"""Against a real ``nnserve serve`` process on 127.0.0.1: the unmodified tritonclient, overload and recovery,
+and a SIGTERM that drains in-flight requests."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+
+from tests.e2e.server_process import nnserve_process
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path) -> Any:
+    with nnserve_process(models_dir, "--no-access-log") as (url, _):
+        yield url
+
+
+def test_tritonclient_speaks_to_nnserve(server: str, fashion_images: np.ndarray, fashion_labels: np.ndarray) -> None:
+    client = triton.InferenceServerClient(server.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("resnet") and client.is_model_ready("lstm")
+    metadata = client.get_model_metadata("resnet")
+    assert metadata["inputs"][0]["name"] == "image" and metadata["platform"] == "onnxruntime_onnx"
+    x = ((fashion_images[:16] / 255.0 - 0.286) / 0.353).astype(np.float32)[:, None]
+    results = {}
+    for binary in (True, False):
+        tensor = triton.InferInput("image", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x, binary_data=binary)
+        output = triton.InferRequestedOutput("probabilities", binary_data=binary)
+        results[binary] = client.infer("resnet", [tensor], outputs=[output]).as_numpy("probabilities")
+    np.testing.assert_allclose(results[True], results[False], atol=1e-6)
+    assert (results[True].argmax(1) == fashion_labels[:16]).mean() >= 0.8
+    sequence = np.random.default_rng(0).normal(size=(2, 10, 12)).astype(np.float32)
+    inputs = [triton.InferInput("sequence", [2, 10, 12], "FP32"), triton.InferInput("lengths", [2], "INT64")]
+    inputs[0].set_data_from_numpy(sequence)
+    inputs[1].set_data_from_numpy(np.array([10, 6], np.int64))
+    assert client.infer("lstm", inputs).as_numpy("probabilities").shape == (2, 9)
+    with pytest.raises(Exception, match="expected shape"):
+        bad = triton.InferInput("image", [1, 28, 28], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 28, 28), np.float32))
+        client.infer("resnet", [bad])
+
+
+async def _flood(url: str, requests: int, images: int) -> list[int]:
+    body = {"model": "resnet", "inputs": [[[0] * 28] * 28] * images}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        responses = await asyncio.gather(*[client.post("/predict", json=body) for _ in range(requests)],
+                                         return_exceptions=True)
+    return [r.status_code if isinstance(r, httpx.Response) else -1 for r in responses]
+
+
+def test_overload_answers_429_then_recovers(models_dir: Path) -> None:
+    args = ["--model", "resnet", "--max-queue-size", "64", "--batch-concurrency", "1", "--no-access-log"]
+    with nnserve_process(models_dir, *args) as (url, _):
+        codes = asyncio.run(_flood(url, requests=48, images=32))
+        assert set(codes) <= {200, 429} and codes.count(429) > 0 and codes.count(200) > 0
+        response = httpx.post(f"{url}/predict", json={"model": "resnet", "inputs": [[[0] * 28] * 28] * 32})
+        assert response.status_code == 429 or response.status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'reason="overload"' in metrics
+        for _ in range(50):  # the queue drains and the server serves again
+            response = httpx.post(f"{url}/predict", json={"model": "resnet", "inputs": [[[0] * 28] * 28]})
+            if response.status_code == 200:
+                break
+        assert response.status_code == 200
+        rejected = httpx.post(f"{url}/predict", json={"model": "resnet", "inputs": [[[0] * 28] * 28] * 65})
+        assert rejected.status_code == 429 and rejected.headers["retry-after"] == "1"
+
+
+def test_sigterm_drains_in_flight_requests(models_dir: Path) -> None:
+    with nnserve_process(models_dir, "--model", "resnet", "--no-access-log") as (url, process):
+        async def scenario() -> list[int]:
+            body = {"model": "resnet", "inputs": [[[0] * 28] * 28] * 64}
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                calls = [asyncio.ensure_future(client.post("/predict", json=body)) for _ in range(24)]
+                await asyncio.sleep(0.3)  # requests are in flight
+                process.send_signal(signal.SIGTERM)
+                responses = await asyncio.gather(*calls, return_exceptions=True)
+            return [r.status_code if isinstance(r, httpx.Response) else -1 for r in responses]
+
+        codes = asyncio.run(scenario())
+        assert process.wait(30) == 0
+        assert codes.count(200) == len(codes), codes

@@ -1,0 +1,55 @@
+"""Concurrent requests really form batches; padding inside a batch changes no result; one bad request in a
+batch window fails only itself."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import numpy as np
+
+from tests.service.conftest import metric_value
+
+
+async def test_concurrent_requests_form_batches_larger_than_one(client: httpx.AsyncClient, fashion: Any) -> None:
+    images = fashion.test_images[:64]
+    responses = await asyncio.gather(*[
+        client.post("/predict", json={"model": "resnet", "inputs": [images[i].tolist()]}) for i in range(64)])
+    assert all(r.status_code == 200 for r in responses)
+    metrics = (await client.get("/metrics")).text
+    batches = metric_value(metrics, "nnserve_batch_size_count", model="resnet")
+    samples = metric_value(metrics, "nnserve_batch_size_sum", model="resnet")
+    assert samples == 64 and batches < 64, f"{batches} batches for 64 requests: nothing was batched"
+    singles = metric_value(metrics, "nnserve_batch_size_bucket", model="resnet", le="1.0")
+    assert singles < batches, "no batch larger than one"
+    assert metric_value(metrics, "nnserve_requests_total", model="resnet", outcome="success", code="200") == 64
+
+
+async def test_padding_in_a_batch_changes_no_result(client: httpx.AsyncClient, vowels: Any) -> None:
+    sequences = sorted(vowels.test_sequences, key=len)
+    short, longest = sequences[0], sequences[-1]
+    alone = (await client.post("/predict", json={"model": "lstm", "inputs": [short.tolist()], "top_k": 9})).json()
+    mixed = [client.post("/predict", json={"model": "lstm", "inputs": [longest.tolist(), short.tolist()],
+                                          "top_k": 9})]
+    mixed += [client.post("/predict", json={"model": "lstm", "inputs": [s.tolist()], "top_k": 9})
+              for s in sequences[-20:]]
+    together = (await asyncio.gather(*mixed))[0].json()
+
+    def probabilities(prediction: dict[str, Any]) -> np.ndarray:
+        return np.array([p["probability"] for p in sorted(prediction["top_k"], key=lambda p: p["index"])])
+
+    assert len(short) < len(longest)
+    np.testing.assert_allclose(probabilities(together["predictions"][1]), probabilities(alone["predictions"][0]),
+                               atol=1e-6)
+
+
+async def test_a_bad_request_among_many_fails_alone(client: httpx.AsyncClient, fashion: Any) -> None:
+    good = {"model": "cnn", "inputs": [fashion.test_images[0].tolist()]}
+    bad = {"model": "cnn", "inputs": [[[0] * 28] * 27]}
+    calls = [client.post("/predict", json=bad if i % 8 == 3 else good) for i in range(32)]
+    responses = await asyncio.gather(*calls)
+    for i, response in enumerate(responses):
+        assert response.status_code == (400 if i % 8 == 3 else 200)
+    labels = {r.json()["predictions"][0]["label"] for i, r in enumerate(responses) if i % 8 != 3}
+    assert len(labels) == 1

@@ -1,0 +1,88 @@
+"""/predict on real data: JSON pixels, uploaded pictures in every accepted format, sequences; /models."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.manifest import Manifest
+from tests.service.conftest import png_bytes
+
+
+async def test_json_pixels_are_classified(client: httpx.AsyncClient, fashion: Any) -> None:
+    images = fashion.test_images[:20]
+    response = await client.post("/predict", json={"model": "cnn", "inputs": images.tolist(), "top_k": 2})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "cnn" and isinstance(body["version"], int)
+    predictions = body["predictions"]
+    assert len(predictions) == 20
+    first = predictions[0]
+    assert set(first) == {"label", "index", "probability", "top_k"} and len(first["top_k"]) == 2
+    assert first["label"] == fashion.labels[first["index"]] and first["top_k"][0]["label"] == first["label"]
+    correct = sum(p["index"] == t for p, t in zip(predictions, fashion.test_labels[:20], strict=True))
+    assert correct >= 17
+    assert response.headers["x-request-id"]
+
+
+async def test_png_uploads_reach_the_manifest_accuracy(client: httpx.AsyncClient, fashion: Any,
+                                                       models_dir: Any) -> None:
+    manifest = Manifest.load(max((models_dir / "resnet").iterdir()))
+    count, correct = 400, 0
+    for start in range(0, count, 100):
+        files = [("file", (f"{i}.png", png_bytes(fashion.test_images[i]), "image/png"))
+                 for i in range(start, start + 100)]
+        response = await client.post("/predict", data={"model": "resnet"}, files=files)
+        assert response.status_code == 200, response.text
+        indices = [p["index"] for p in response.json()["predictions"]]
+        correct += int((np.array(indices) == fashion.test_labels[start:start + 100]).sum())
+    assert abs(correct / count - manifest.metrics.onnx_test_accuracy) < 0.035
+
+
+@pytest.mark.parametrize("fmt,mode,size", [("JPEG", "RGB", (100, 80)), ("GIF", "P", (28, 28)),
+                                           ("BMP", "RGB", (56, 56)), ("WEBP", "RGB", (40, 30)),
+                                           ("TIFF", "L", (28, 28)), ("PNG", "RGBA", (300, 200)),
+                                           ("PNG", "I;16", (28, 28))])
+async def test_every_accepted_format_and_mode(client: httpx.AsyncClient, fashion: Any, fmt: str, mode: str,
+                                              size: tuple[int, int]) -> None:
+    picture = Image.fromarray(fashion.test_images[1]).resize(size).convert(mode)
+    buffer = io.BytesIO()
+    picture.save(buffer, format=fmt)
+    response = await client.post("/predict", data={"model": "mlp"},
+                                 files={"file": (f"x.{fmt.lower()}", buffer.getvalue())})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 1
+
+
+async def test_sequences_reach_the_manifest_accuracy(client: httpx.AsyncClient, vowels: Any,
+                                                     models_dir: Any) -> None:
+    manifest = Manifest.load(max((models_dir / "lstm").iterdir()))
+    indices = []
+    for start in range(0, len(vowels.test_sequences), 64):
+        chunk = [s.tolist() for s in vowels.test_sequences[start:start + 64]]
+        response = await client.post("/predict", json={"model": "lstm", "inputs": chunk})
+        assert response.status_code == 200, response.text
+        indices += [p["index"] for p in response.json()["predictions"]]
+    accuracy = float((np.array(indices) == vowels.test_labels).mean())
+    assert accuracy == pytest.approx(manifest.metrics.onnx_test_accuracy, abs=0.003)
+
+
+async def test_models_lists_versions_inputs_labels_and_accuracy(client: httpx.AsyncClient) -> None:
+    response = await client.get("/models")
+    assert response.status_code == 200
+    models = {m["name"]: m for m in response.json()["models"]}
+    assert set(models) == {"mlp", "cnn", "resnet", "lstm"}
+    cnn = models["cnn"]
+    assert cnn["versions"] and cnn["labels"][0] == "T-shirt/top" and cnn["accuracy"]["onnx_test"] > 0.9
+    assert cnn["inputs"][0]["shape"] == [-1, 1, 28, 28] and cnn["providers"] == ["CPUExecutionProvider"]
+
+
+async def test_openapi_docs_are_served(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/docs")).status_code == 200
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert "/predict" in paths and "/v2/models/{name}/infer" in paths
