@@ -4,6 +4,7 @@ on shutdown it stops accepting, drains each batcher, and exits. No module-level 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -54,4 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """Factory for ``uvicorn --factory`` and worker processes: settings from ``NNSERVE_*`` variables."""
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def configure_logging(level: str) -> None:
+    """Plain message lines on stdout (the access log's are JSON); idempotent, and run in each worker."""
+    logging.basicConfig(level=level.upper(), stream=sys.stdout, format="%(message)s")

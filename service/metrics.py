@@ -2,11 +2,18 @@
 
 Names are a public contract: the Grafana dashboard and the alert rules in ``deploy/`` use them, and a test
 checks that each name they mention is in a live ``/metrics`` scrape.
+
+With ``--workers N > 1`` every process writes its samples to ``$PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``
+aggregates them (prometheus-client's multiprocess mode): counters and histograms add up; each gauge says how
+(queue depth and in-flight requests add up over live processes, readiness is the minimum).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Latency buckets from 100 µs to 10 s: a lone MLP request is ~0.3 ms, a saturated ResNet queue ~100 ms.
 LATENCY_BUCKETS = (
@@ -46,13 +53,16 @@ class ServiceMetrics:
             "nnserve_batch_size", "Samples per onnxruntime call.", mv, buckets=BATCH_BUCKETS, registry=r,
         )
         self.queue_depth = Gauge(
-            "nnserve_queue_depth", "Items waiting in the batcher's queue.", mv, registry=r,
+            "nnserve_queue_depth", "Items waiting in the batcher's queue.", mv,
+            multiprocess_mode="livesum", registry=r,
         )
         self.queue_capacity = Gauge(
-            "nnserve_queue_capacity", "Size of the batcher's queue.", mv, registry=r,
+            "nnserve_queue_capacity", "Size of the batcher's queue.", mv,
+            multiprocess_mode="livesum", registry=r,
         )
         self.in_flight = Gauge(
-            "nnserve_in_flight_requests", "Requests being handled for a model.", mv, registry=r,
+            "nnserve_in_flight_requests", "Requests being handled for a model.", mv,
+            multiprocess_mode="livesum", registry=r,
         )
         self.rejections = Counter(
             "nnserve_rejections", "Requests refused: overload (429), timeout (504), invalid (4xx).",
@@ -60,11 +70,20 @@ class ServiceMetrics:
         )
         self.model_info = Gauge(
             "nnserve_model_info", "1 for each served model version, with its providers and sha256.",
-            [*mv, "providers", "sha256"], registry=r,
+            [*mv, "providers", "sha256"], multiprocess_mode="livemax", registry=r,
         )
         self.model_ready = Gauge(
-            "nnserve_model_ready", "1 while a model version is loaded and ready.", mv, registry=r,
+            "nnserve_model_ready", "1 while a model version is loaded and ready.", mv,
+            multiprocess_mode="livemin", registry=r,
         )
         self.load_failures = Counter(
             "nnserve_model_load_failures", "Model versions that failed to load.", ["model"], registry=r,
         )
+
+    def exposition(self) -> bytes:
+        """The text of ``/metrics``: this process's registry, or every worker's in multiprocess mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

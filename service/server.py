@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import sys
+import tempfile
+from pathlib import Path
 
 from service.settings import Settings
 
@@ -59,8 +59,16 @@ def apply_flags(args: argparse.Namespace) -> None:
         os.environ["NNSERVE_ACCESS_LOG"] = "false"
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stdout, format="%(message)s")
+def prepare_multiprocess_metrics() -> None:
+    """Workers share metrics through files in PROMETHEUS_MULTIPROC_DIR: a fresh, empty folder per server."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nnserve-metrics-")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -68,7 +76,8 @@ def serve(args: argparse.Namespace) -> int:
 
     apply_flags(args)
     settings = Settings()
-    configure_logging(settings.log_level)
+    if settings.workers > 1:
+        prepare_multiprocess_metrics()
     uvicorn.run(
         "service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, log_level=settings.log_level, access_log=False,

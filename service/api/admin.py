@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from service.api.common import json_response, parse_json, read_body
 from service.api.context import AppContext
-from service.errors import MalformedRequest, Unauthorized
+from service.errors import Conflict, MalformedRequest, Unauthorized
 from service.model_repository import list_models, list_versions
 
 
@@ -25,6 +25,9 @@ def build_router(ctx: AppContext) -> APIRouter:
         token = ctx.settings.admin_token
         if not token:
             raise Unauthorized("the repository API is disabled: start the server with NNSERVE_ADMIN_TOKEN set")
+        if ctx.settings.workers > 1:
+            raise Conflict("the repository API needs --workers 1: with several server processes a load or "
+                           "unload would reach only the one process that received it")
         given = request.headers.get("authorization", "")
         if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
             raise Unauthorized()
