@@ -76,7 +76,9 @@ def decode_image(data: bytes, spec: ImagePreprocessing, max_pixels: int, filenam
             f"{filename}: not a recognised image (expected one of {', '.join(sorted(ALLOWED_IMAGE_FORMATS))}; "
             f"first bytes {data[:8].hex()})"
         ) from error
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"{filename}: {error}; the limit is {max_pixels} pixels") from error
+    except (OSError, ValueError) as error:
         raise InvalidImage(f"{filename}: cannot read image header ({error})") from error
     if image.format not in ALLOWED_IMAGE_FORMATS:
         raise InvalidImage(f"{filename}: image format {image.format} is not accepted")

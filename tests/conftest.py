@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("NNSERVE_TEST_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
-MODELS_DIR = ROOT / "models"
+MODELS_DIR = Path(os.environ.get("NNSERVE_TEST_MODELS", ROOT / "models")).resolve()
 os.environ["NNSERVE_OFFLINE"] = "1"  # tests never download
 
 

@@ -85,7 +85,7 @@ async def test_a_full_queue_refuses_with_overloaded() -> None:
     batcher.start()
     first = asyncio.ensure_future(batcher.submit(item(1), 1, 5))
     await asyncio.sleep(0.05)  # the first batch is computing; the queue is empty again
-    queued = [asyncio.ensure_future(batcher.submit(item(1), 2, 5)) for _ in range(2)]
+    queued = [asyncio.ensure_future(batcher.submit(item(1, n=2), 2, 5)) for _ in range(2)]
     await asyncio.sleep(0)
     with pytest.raises(Overloaded, match="queue full"):
         await batcher.submit(item(1), 1, 5)
