@@ -23,11 +23,14 @@ for minor in $(seq 5 "$GLIBC_MINOR"); do target+=(--platform "manylinux_2_${mino
 mkdir -p "$WHEELHOUSE"
 # nnserve's own wheel, from this checkout, replacing any older one.
 rm -f "$WHEELHOUSE"/nnserve-*.whl
-"$PIP" wheel -q --no-deps --no-build-isolation --wheel-dir "$WHEELHOUSE" .
+# Fixed timestamps inside the wheel: an unchanged checkout gives the same bytes, so the image build stays cached.
+SOURCE_DATE_EPOCH=315532800 "$PIP" wheel -q --no-deps --no-build-isolation --wheel-dir "$WHEELHOUSE" .
 # Its serving dependencies, resolved for the image's interpreter and platform.
-"$PIP" download -q "${target[@]}" --dest "$WHEELHOUSE" --find-links "$WHEELHOUSE" "nnserve[serve]"
+"$PIP" download -q "${target[@]}" --dest "$WHEELHOUSE" --find-links "$WHEELHOUSE" "nnserve[serve]" \
+    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 if [ "$VARIANT" = cuda ]; then
-    "$PIP" download -q "${target[@]}" --dest "$WHEELHOUSE" "onnxruntime-gpu[cuda,cudnn]"
+    "$PIP" download -q "${target[@]}" --dest "$WHEELHOUSE" "onnxruntime-gpu[cuda,cudnn]" \
+        2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 fi
 echo "build-wheelhouse: $(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)" \
      "in $WHEELHOUSE for $abi glibc 2.$GLIBC_MINOR ($VARIANT)"
