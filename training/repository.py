@@ -28,6 +28,7 @@ def publish(root: Path, name: str, onnx_file: Path, make_manifest: Callable[[int
     model_dir = root / name
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".publishing-", dir=model_dir))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a published version is readable by the serving user
     try:
         shutil.copyfile(onnx_file, tmp / MODEL_FILE)
         for _ in range(100):
