@@ -16,10 +16,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.deploy.conftest import (
     DEPLOY,
@@ -240,3 +242,46 @@ def test_compose_builds_the_image(docker: str, image: str) -> None:
          str(DEPLOY / "compose.hostnet.yml"), "build", "nnserve"], timeout=600, env=env, cwd=REPO)
     (config,) = json.loads(run([docker, "image", "inspect", "nnserve:compose-test"]).stdout)
     assert config["Config"]["Entrypoint"] == ["nnserve"]
+
+
+def test_compose_runs_nnserve_on_the_host_network(docker: str, image: str, tmp_path: Path) -> None:
+    """`docker-compose up nnserve` with the host-network override, on the image built above: the compose
+    service definition (environment, model volume, health check, limits) really serves.
+
+    docker-compose v1 refuses published ports on the host network (v2 ignores them), and an override cannot
+    remove list entries, so the resolved configuration is run without its `ports:`. With every service on
+    `network_mode: host`, docker-compose creates no network (checked below).
+    """
+    from shutil import which
+
+    compose = which("docker-compose")
+    if compose is None:
+        pytest.skip("no docker-compose (deploy/ci-setup.sh)")
+    port = free_port()
+    project = f"nnserve-test-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "NNSERVE_IMAGE": image, "NNSERVE_HOST_PORT": str(port),
+           "NNSERVE_MODELS_DIR": str(MODELS), "NNSERVE_LOG_LEVEL": "warning"}
+    files = ["-f", str(REPO / "docker-compose.yml"), "-f", str(DEPLOY / "compose.hostnet.yml")]
+    resolved = yaml.safe_load(run([compose, *files, "config"], env=env, cwd=REPO).stdout)
+    for service in resolved["services"].values():
+        service.pop("ports", None)
+    (tmp_path / "compose.yml").write_text(yaml.safe_dump(resolved))
+    base = [compose, "-p", project, "-f", str(tmp_path / "compose.yml")]
+    networks_before = run([docker, "network", "ls", "-q"]).stdout.split()
+    try:
+        run([*base, "up", "-d", "--no-build", "nnserve"], env=env, cwd=REPO, timeout=120)
+        (container_id,) = run([*base, "ps", "-q", "nnserve"], env=env, cwd=REPO).stdout.split()
+        healthy_after = _wait_healthy(docker, container_id, deadline_s=120)
+        print(f"compose nnserve healthy after {healthy_after:.1f}s")
+        name, manifest = next(iter(served_models().items()))
+        body = {"model": name, "inputs": [example_input(manifest)]}
+        response = httpx.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=30)
+        assert response.status_code == 200, response.text[:300]
+        mounts = json.loads(run([docker, "inspect", "-f", "{{json .Mounts}}", container_id]).stdout)
+        assert [(m["Destination"], m["RW"]) for m in mounts] == [("/models", False)], mounts
+        assert run([docker, "network", "ls", "-q"]).stdout.split() == networks_before
+    finally:
+        logs = run([*base, "logs", "--no-color", "--tail", "30"], env=env, cwd=REPO, check=False)
+        print(f"--- compose logs ---\n{logs.stdout}{logs.stderr}")
+        down = run([*base, "down", "--timeout", "35"], env=env, cwd=REPO, timeout=120, check=False)
+        print(down.stdout, down.stderr)
