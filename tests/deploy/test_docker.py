@@ -279,6 +279,9 @@ def test_compose_runs_nnserve_on_the_host_network(docker: str, image: str, tmp_p
         assert response.status_code == 200, response.text[:300]
         mounts = json.loads(run([docker, "inspect", "-f", "{{json .Mounts}}", container_id]).stdout)
         assert [(m["Destination"], m["RW"]) for m in mounts] == [("/models", False)], mounts
+        limits = json.loads(run([docker, "inspect", "-f", "{{json .HostConfig}}", container_id]).stdout)
+        assert (limits["NanoCpus"], limits["Memory"]) == (2 * 10**9, 2 * 2**30), "deploy.resources.limits"
+        assert limits["RestartPolicy"]["Name"] == "unless-stopped"
         assert run([docker, "network", "ls", "-q"]).stdout.split() == networks_before
     finally:
         logs = run([*base, "logs", "--no-color", "--tail", "30"], env=env, cwd=REPO, check=False)
