@@ -40,7 +40,7 @@ DEFAULTS: dict[str, TrainConfig] = {
                        label_smoothing=0.05, hflip=True),
     "cnn": TrainConfig(epochs=12, batch_size=128, lr=0.1, weight_decay=5e-4, label_smoothing=0.05,
                        shift=2, hflip=True, channels_last=True),
-    "resnet": TrainConfig(epochs=14, batch_size=128, lr=0.1, weight_decay=5e-4, label_smoothing=0.05,
+    "resnet": TrainConfig(epochs=18, batch_size=128, lr=0.1, weight_decay=5e-4, label_smoothing=0.05,
                           shift=2, hflip=True, channels_last=True),
     "lstm": TrainConfig(epochs=60, batch_size=32, optimizer="adamw", lr=3e-3, weight_decay=1e-3,
                         grad_clip=1.0, val_fraction=0.1),
