@@ -94,8 +94,7 @@ def export_onnx(model: nn.Module, task: Task, path: Path) -> None:
     with warnings.catch_warnings():
         # The TorchScript exporter warns that an LSTM traced at one batch size may not generalise: the parity
         # gate checks batch sizes 1, 7 and 64 (and mixed lengths), so it cannot pass unnoticed.
-        warnings.simplefilter("ignore", category=UserWarning)
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             Probabilities(model).eval(), example, str(path), input_names=[s.name for s in inputs],
             output_names=[s.name for s in outputs], dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,

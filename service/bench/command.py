@@ -11,21 +11,17 @@ import datetime as dt
 import os
 import platform
 import shlex
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from service.bench.inprocess import raw_throughput
 from service.bench.loadgen import LoadResult, run_load
 from service.bench.payloads import PROTOCOLS, build, test_inputs
 from service.bench.scrape import batch_histogram, cpu_seconds, rss_mb, scrape, tree_pids
+from service.launcher import serve_subprocess
 from service.manifest import Manifest
 from service.model_repository import list_versions
 
@@ -62,30 +58,9 @@ class Server:
 
 
 @contextmanager
-def started_server(repository: Path, extra: str, port: int) -> Iterator[Server]:
-    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--repository", str(repository), *shlex.split(extra)]
-    log = open(f"/tmp/nnserve-bench-{port}.log", "w")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if process.poll() is not None:
-                raise SystemExit(f"server exited with {process.returncode}; see /tmp/nnserve-bench-{port}.log")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+def started_server(repository: Path, extra: str) -> Iterator[Server]:
+    with serve_subprocess(repository, shlex.split(extra), timeout=120) as (url, process, _):
         yield Server(url, process.pid)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @dataclass
@@ -196,13 +171,13 @@ def bench(args: argparse.Namespace) -> int:
         rows = run_matrix(Server(args.url, None), args, models)
     else:
         print(f"batched server ({args.server_args or 'defaults'}):", flush=True)
-        with started_server(args.repository, args.server_args, 18601) as server:
+        with started_server(args.repository, args.server_args) as server:
             rows = run_matrix(server, args, models)
             if args.soak:
                 soak = run_soak(server, args, models[0])
         if args.unbatched:
             print("unbatched server (--max-batch-size 1):", flush=True)
-            with started_server(args.repository, args.server_args + " --max-batch-size 1", 18602) as server:
+            with started_server(args.repository, args.server_args + " --max-batch-size 1") as server:
                 unbatched = {(r.model, r.protocol, r.concurrency): r for r in run_matrix(server, args, models)}
     text = table(rows, raw_best, unbatched)
     print()

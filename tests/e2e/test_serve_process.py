@@ -88,3 +88,24 @@ def test_sigterm_drains_in_flight_requests(models_dir: Path) -> None:
         codes = asyncio.run(scenario())
         assert process.wait(30) == 0
         assert codes.count(200) == len(codes), codes
+
+
+def test_two_workers_share_one_metrics_view(models_dir: Path, tmp_path: Path) -> None:
+    import os
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
+    try:
+        with nnserve_process(models_dir, "--workers", "2", "--model", "mlp", "--no-access-log") as (url, _):
+            body = {"model": "mlp", "inputs": [[[0] * 28] * 28]}
+            with httpx.Client(base_url=url) as client:  # new connections spread over both processes
+                codes = [httpx.post(f"{url}/predict", json=body).status_code for _ in range(40)]
+                assert codes == [200] * 40
+                metrics = client.get("/metrics").text
+            line = next(x for x in metrics.splitlines()
+                        if x.startswith("nnserve_requests_total") and 'model="mlp"' in x and 'code="200"' in x)
+            assert float(line.rsplit(" ", 1)[1]) == 40
+            assert "nnserve_model_ready" in metrics
+            admin = httpx.post(f"{url}/v2/repository/index", headers={"Authorization": "Bearer x"})
+            assert admin.status_code in (401, 409)
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -1,0 +1,57 @@
+"""Start a real ``nnserve serve`` process on 127.0.0.1, wait until it is ready, stop it with SIGTERM.
+Used by ``nnserve bench`` and by the end-to-end tests."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_subprocess(repository: Path, args: Sequence[str] = (), port: int | None = None, timeout: float = 60,
+                     ) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """Yield (url, process, log file); the server's output goes to the log file, read on failure."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--repository", str(repository), *args]
+    log_path = Path(tempfile.mkstemp(prefix=f"nnserve-{port}-", suffix=".log")[1])
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"nnserve exited with {process.returncode}: {log_path.read_text()[-3000:]}")
+                try:
+                    if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"nnserve not ready on {url} within {timeout} s: {log_path.read_text()[-3000:]}")
+                time.sleep(0.2)
+            yield url, process, log_path
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
