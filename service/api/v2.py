@@ -42,6 +42,30 @@ def model_metadata(served: ServedModel, versions: list[int]) -> dict[str, Any]:
     }
 
 
+def model_config(served: ServedModel, ctx: AppContext) -> dict[str, Any]:
+    """Triton's model configuration view of a served model (what ``get_model_config`` shows)."""
+    s, m = ctx.settings, served.manifest
+
+    def dims(shape: list[int]) -> list[int]:
+        return shape[1:]  # Triton leaves the batch axis out when max_batch_size > 0
+
+    return {
+        "name": m.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime", "max_batch_size": s.max_batch_size,
+        "input": [{"name": t.name, "data_type": f"TYPE_{FROM_MANIFEST[t.dtype]}", "dims": dims(t.shape)}
+                  for t in m.inputs],
+        "output": [{"name": t.name, "data_type": f"TYPE_{FROM_MANIFEST[t.dtype]}", "dims": dims(t.shape),
+                    "label_filename": ""} for t in m.outputs],
+        "dynamic_batching": {
+            "max_queue_delay_microseconds": int(s.max_queue_delay_ms * 1000),
+            "default_queue_policy": {"max_queue_size": s.max_queue_size, "timeout_action": "REJECT",
+                                     "default_timeout_microseconds": int(s.request_timeout_ms * 1000)},
+        },
+        "instance_group": [{"count": s.batch_concurrency, "kind": "KIND_GPU" if "CUDA" in
+                            served.runtime.providers[0] else "KIND_CPU"}],
+        "version_policy": {"specific": {"versions": sorted(ctx.registry.models[m.name])}},
+    }
+
+
 def _parse_version(value: str | None) -> int | None:
     if value is None or value == "":
         return None
@@ -73,6 +97,11 @@ def build_router(ctx: AppContext) -> APIRouter:
     async def metadata(name: str, model_version: str | None = None) -> Response:
         served = registry.get(name, _parse_version(model_version))
         return json_response(model_metadata(served, sorted(registry.models[name])))
+
+    @router.get("/models/{name}/config", summary="Model configuration, as Triton shows it")
+    @router.get("/models/{name}/versions/{model_version}/config", summary="Model configuration of one version")
+    async def config(name: str, model_version: str | None = None) -> Response:
+        return json_response(model_config(registry.get(name, _parse_version(model_version)), ctx))
 
     @router.get("/models/{name}/ready", summary="Model readiness")
     @router.get("/models/{name}/versions/{model_version}/ready", summary="Model version readiness")

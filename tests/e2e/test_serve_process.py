@@ -28,6 +28,8 @@ def test_tritonclient_speaks_to_nnserve(server: str, fashion_images: np.ndarray,
     assert client.is_model_ready("resnet") and client.is_model_ready("lstm")
     metadata = client.get_model_metadata("resnet")
     assert metadata["inputs"][0]["name"] == "image" and metadata["platform"] == "onnxruntime_onnx"
+    config = client.get_model_config("resnet")
+    assert config["max_batch_size"] == 64 and config["input"][0]["dims"] == [1, 28, 28]
     x = ((fashion_images[:16] / 255.0 - 0.286) / 0.353).astype(np.float32)[:, None]
     results = {}
     for binary in (True, False):
