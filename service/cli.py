@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_flags(p)
     p.set_defaults(func=cmd_serve)
 
-    from service.bench.command import add_bench_flags
+    from service.bench.flags import add_bench_flags
 
     p = sub.add_parser("bench", help="load-test a server and compare with in-process onnxruntime")
     add_bench_flags(p)

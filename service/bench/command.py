@@ -19,30 +19,11 @@ from pathlib import Path
 
 from service.bench.inprocess import raw_throughput
 from service.bench.loadgen import LoadResult, run_load
-from service.bench.payloads import PROTOCOLS, build, test_inputs
+from service.bench.payloads import build, test_inputs
 from service.bench.scrape import batch_histogram, cpu_seconds, rss_mb, scrape, tree_pids
 from service.launcher import serve_subprocess
 from service.manifest import Manifest
 from service.model_repository import list_versions
-
-
-def add_bench_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=None, help="bench a running server (default: start one)")
-    parser.add_argument("--repository", type=Path, default=Path("models"))
-    parser.add_argument("--models", default="mlp,cnn,resnet,lstm")
-    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="predict,v2-json,v2-binary")
-    parser.add_argument("--concurrency", default="1,64", help="comma-separated connection counts")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each")
-    parser.add_argument("--samples", type=int, default=512, help="distinct real inputs to cycle through")
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--server-args", default="", help="extra `nnserve serve` flags for the started server")
-    parser.add_argument("--unbatched", action="store_true",
-                        help="also bench a server with --max-batch-size 1 and report the speed-up")
-    parser.add_argument("--soak", type=float, default=0.0,
-                        help="seconds of one long run (first model and protocol, highest concurrency) "
-                             "reporting the server's RSS growth")
-    parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
 
 
 @dataclass

@@ -11,8 +11,6 @@ import orjson
 from service.manifest import ImagePreprocessing, Manifest
 from service.preprocess import normalize_pixels, sequences_to_tensors
 
-PROTOCOLS = ("predict", "v2-json", "v2-binary")
-
 
 @dataclass
 class Payload:
