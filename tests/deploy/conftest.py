@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from service.launcher import serve_subprocess
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -96,52 +97,24 @@ class LiveServer:
     log: Path
 
 
-def server_command(port: int) -> list[str]:
-    """``nnserve serve`` from this venv; NNSERVE_TEST_SERVER replaces the program (not the flags)."""
-    program = os.environ.get("NNSERVE_TEST_SERVER", str(VENV_BIN / "nnserve")).split()
-    return [*program, "serve", "--host", "127.0.0.1", "--port", str(port), "--repository", str(MODELS)]
-
-
 def _serve_available() -> str | None:
     """Why a live server cannot be started here, or None."""
     if not served_models():
         return f"no model in {MODELS} (train and publish first: nnserve pipeline)"
-    if "NNSERVE_TEST_SERVER" in os.environ:
-        return None
-    if not (VENV_BIN / "nnserve").exists():
-        return f"no nnserve console script in {VENV_BIN} (pip install -e .[serve])"
-    probe = subprocess.run([str(VENV_BIN / "nnserve"), "serve", "--help"], capture_output=True, text=True,
-                           timeout=60)
-    if probe.returncode != 0:
-        return f"`nnserve serve --help` exited {probe.returncode}: {(probe.stderr or probe.stdout)[-300:]}"
     return None
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server() -> Iterator[LiveServer]:
     """A real ``nnserve serve`` on 127.0.0.1, ready (all models loaded and warmed); stopped with SIGTERM."""
     reason = _serve_available()
     if reason:
         pytest.skip(f"no live nnserve: {reason}")
     port = free_port()
-    log = tmp_path_factory.mktemp("nnserve") / "serve.log"
-    env = {**os.environ, "NNSERVE_LOG_LEVEL": "warning", "NNSERVE_PROVIDERS": "cpu"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(server_command(port), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    try:
-        try:
-            wait_http(f"http://127.0.0.1:{port}/v2/health/ready", 120, proc)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- server log ---\n{log.read_text()[-3000:]}") from None
-        yield LiveServer(f"http://127.0.0.1:{port}", port, served_models(), log)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with serve_subprocess(MODELS, ["--log-level", "warning", "--providers", "cpu"], port=port, timeout=120) as (
+        url, _, log,
+    ):
+        yield LiveServer(url, port, served_models(), log)
 
 
 def send_predictions(server: LiveServer, per_model: int = 5) -> int:
