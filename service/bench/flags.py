@@ -18,7 +18,8 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each")
     parser.add_argument("--samples", type=int, default=512, help="distinct real inputs to cycle through")
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--server-args", default="", help="extra `nnserve serve` flags for the started server; write --server-args=\"--workers 2\"")
+    parser.add_argument("--server-args", default="",
+                        help='extra `nnserve serve` flags for the started server, e.g. --server-args="--workers 2"')
     parser.add_argument("--unbatched", action="store_true",
                         help="also bench a server with --max-batch-size 1 and report the speed-up")
     parser.add_argument("--soak", type=float, default=0.0,
