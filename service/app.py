@@ -15,6 +15,7 @@ from service.access_log import AccessLogMiddleware
 from service.api import admin, info, predict, v2
 from service.api.context import AppContext
 from service.api.error_handler import install_error_handlers
+from service.api.fast_path import InferenceFastPath
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.settings import Settings
@@ -52,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (predict, v2, admin, info):
         app.include_router(module.build_router(ctx))
-    app.add_middleware(AccessLogMiddleware, enabled=settings.access_log)
+    app.add_middleware(InferenceFastPath, ctx=ctx)  # inner: the hot routes skip FastAPI's routing
+    app.add_middleware(AccessLogMiddleware, enabled=settings.access_log)  # outer: sees every request
     return app
 
 

@@ -3,7 +3,10 @@ accepts requests (not once shutdown has begun)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fastapi.responses import Response
 
 from service.errors import NotReady
 from service.metrics import ServiceMetrics
@@ -18,6 +21,8 @@ class AppContext:
     registry: ModelRegistry
     started: bool = False
     accepting: bool = False
+    # The inference endpoints, by name, for the ASGI fast path (service.api.fast_path) to call directly.
+    endpoints: dict[str, Callable[..., Awaitable[Response]]] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:

@@ -15,10 +15,19 @@ from service.errors import NNServeError
 log = logging.getLogger("nnserve")
 
 
+def error_response(error: NNServeError) -> Response:
+    return json_response({"error": error.message, "code": error.code}, error.status, error.headers)
+
+
+def unexpected_error_response(request: Request, error: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return json_response({"error": f"internal error: {type(error).__name__}", "code": "internal_error"}, 500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NNServeError)
     async def nnserve_error(request: Request, error: NNServeError) -> Response:
-        return json_response({"error": error.message, "code": error.code}, error.status, error.headers)
+        return error_response(error)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
@@ -32,5 +41,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return json_response({"error": f"internal error: {type(error).__name__}", "code": "internal_error"}, 500)
+        return unexpected_error_response(request, error)

@@ -145,6 +145,7 @@ def build_router(ctx: AppContext) -> APIRouter:
                 return await from_form(request, tracker)
             return await from_json(request, tracker, body)  # any other content type is read as JSON
 
+    ctx.endpoints["predict"] = predict
     return router
 
 

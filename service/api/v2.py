@@ -131,4 +131,5 @@ def build_router(ctx: AppContext) -> APIRouter:
             return Response(content, media_type="application/octet-stream",
                             headers={"Inference-Header-Content-Length": str(header_length)})
 
+    ctx.endpoints["infer"] = infer
     return router

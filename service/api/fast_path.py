@@ -1,0 +1,48 @@
+"""A pure ASGI shortcut for the two inference routes, ``POST /predict`` and
+``POST /v2/models/{name}[/versions/{version}]/infer``.
+
+They are the hot path: at thousands of requests per second FastAPI's routing, dependency solving and middleware
+stack are a measurable share of each request's CPU (docs/benchmarks.md). The shortcut calls the very endpoint
+functions FastAPI has registered (so OpenAPI, validation and behaviour stay the same) and turns errors into the
+same answers as the app's handlers. Every other request goes through the app unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.api.context import AppContext
+from service.api.error_handler import error_response, unexpected_error_response
+from service.errors import NNServeError
+
+INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+
+
+class InferenceFastPath:
+    def __init__(self, app: ASGIApp, ctx: AppContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == "/predict":
+            endpoint, params = self.ctx.endpoints["predict"], {}
+        elif match := INFER_PATH.fullmatch(path):
+            endpoint, params = self.ctx.endpoints["infer"], {"name": match[1], "model_version": match[2]}
+        else:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request, **params)
+        except NNServeError as error:
+            response = error_response(error)
+        except Exception as error:  # the same last resort as the app's handler: a 500 that names the type
+            response = unexpected_error_response(request, error)
+        await response(scope, receive, send)
