@@ -28,17 +28,24 @@ def normalize_pixels(pixels: np.ndarray, spec: ImagePreprocessing) -> np.ndarray
     return np.ascontiguousarray(out[:, None, :, :], dtype=np.float32)
 
 
+def _non_empty_list(value: Any, expected: str) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise InvalidShape(f"inputs: expected a non-empty list of {expected}")
+    return value
+
+
+def _float_array(value: Any, where: str, expected: str) -> np.ndarray:
+    """Nested JSON lists as float32, or InvalidShape naming what was expected (ragged or non-numeric data)."""
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError) as error:
+        raise InvalidShape(f"{where}: expected {expected}, got ragged or non-numeric data ({error})") from error
+
+
 def pixels_from_json(value: Any, spec: ImagePreprocessing) -> np.ndarray:
     """A JSON list of ``H×W`` pixel arrays -> ``[N, H, W]`` float32, validated."""
-    if not isinstance(value, list) or not value:
-        raise InvalidShape(f"inputs: expected a non-empty list of {spec.height}x{spec.width} pixel arrays")
-    try:
-        array = np.asarray(value, dtype=np.float32)
-    except (ValueError, TypeError) as error:
-        raise InvalidShape(
-            f"inputs: expected a list of {spec.height}x{spec.width} arrays of numbers, got ragged or "
-            f"non-numeric nested lists ({error})"
-        ) from error
+    images = _non_empty_list(value, f"{spec.height}x{spec.width} pixel arrays")
+    array = _float_array(images, "inputs", f"a list of {spec.height}x{spec.width} arrays of numbers")
     if array.ndim == 4 and array.shape[1] == spec.channels:
         array = array[:, 0]
     expected = (spec.height, spec.width)
@@ -105,17 +112,9 @@ def decode_image(data: bytes, spec: ImagePreprocessing, max_pixels: int, filenam
 
 def sequences_from_json(value: Any, spec: SequencePreprocessing) -> list[np.ndarray]:
     """A JSON list of sequences (each a list of ``features``-value frames) -> float32 ``[T, F]`` arrays."""
-    if not isinstance(value, list) or not value:
-        raise InvalidShape(f"inputs: expected a non-empty list of sequences of {spec.features}-value frames")
     sequences = []
-    for i, item in enumerate(value):
-        try:
-            array = np.asarray(item, dtype=np.float32)
-        except (ValueError, TypeError) as error:
-            raise InvalidShape(
-                f"inputs[{i}]: expected a list of frames of {spec.features} numbers, got ragged or "
-                f"non-numeric data ({error})"
-            ) from error
+    for i, item in enumerate(_non_empty_list(value, f"sequences of {spec.features}-value frames")):
+        array = _float_array(item, f"inputs[{i}]", f"a list of frames of {spec.features} numbers")
         if array.ndim != 2 or array.shape[1] != spec.features:
             raise InvalidShape(
                 f"inputs[{i}]: expected shape [T, {spec.features}] (T frames of {spec.features} features), "
