@@ -17,7 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -40,7 +40,6 @@ class Item:
     future: asyncio.Future[Tensors]
     enqueued: float
     deadline: float
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def merge(items: list[Item]) -> Tensors:
@@ -91,10 +90,6 @@ class Batcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
-
-    @property
-    def depth(self) -> int:
-        return self._queued_samples
 
     def start(self) -> None:
         self._accepting = True

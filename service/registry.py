@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from pydantic import ValidationError
 
 from service.batcher import Batcher, Tensors
-from service.errors import ModelLoadFailed, ModelNotFound, NotReady, VersionNotFound
+from service.errors import ModelLoadFailed, ModelNotFound, VersionNotFound
 from service.manifest import MODEL_FILE, Manifest, sha256_of
 from service.metrics import ServiceMetrics
 from service.model_repository import list_models, list_versions, version_dir
@@ -51,10 +50,6 @@ class ServedModel:
     batcher: Batcher
     path: Path
     load_seconds: float = 0.0
-    labels_array: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.labels_array = np.array(self.manifest.labels, dtype=object)
 
     @property
     def name(self) -> str:
@@ -199,7 +194,3 @@ class ModelRegistry:
         for name in list(self.models):
             await self.unload(name)
         self.executor.shutdown(wait=True)
-
-    def require_ready(self) -> None:
-        if not self.models:
-            raise NotReady("no model is loaded yet")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -170,7 +170,3 @@ def fit(model: nn.Module, task: Task, config: TrainConfig, name: str, quiet: boo
         state_dict=best["state"], best_val_accuracy=best["acc"], best_epoch=best["epoch"],
         epochs=config.epochs, wall_time_s=wall, samples_per_s=seen / wall, history=history,
     )
-
-
-def config_dict(config: TrainConfig) -> dict[str, Any]:
-    return asdict(config)
