@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from service.api.common import RequestTracker, json_response, parse_json, read_body
+from service.api.common import RequestTracker, json_response, parse_json, parse_version, read_body
 from service.api.context import AppContext
 from service.batcher import Tensors
 from service.errors import InvalidValue, MalformedRequest, PayloadTooLarge, UnsupportedMediaType
@@ -50,15 +50,6 @@ def predictions(served: ServedModel, probabilities: np.ndarray, top_k: int) -> l
             "top_k": [{"label": labels[i], "index": i, "probability": row[i]} for i in ranked],
         })
     return out
-
-
-def _version(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise MalformedRequest(f"version: expected an integer, received {value!r}") from None
 
 
 def _count(n: int, limit: int) -> None:
@@ -100,7 +91,7 @@ def build_router(ctx: AppContext) -> APIRouter:
             raise MalformedRequest("request body: missing \"model\" (a string: one of GET /models)")
         if "inputs" not in payload:
             raise MalformedRequest("request body: missing \"inputs\" (a list of images or sequences)")
-        served = ctx.registry.get(payload["model"], _version(payload.get("version")))
+        served = ctx.registry.get(payload["model"], parse_version(payload.get("version")))
         tracker.bind(served)
         start = time.perf_counter()
         top_k = top_k_count(payload.get("top_k"), len(served.manifest.labels))
@@ -116,7 +107,7 @@ def build_router(ctx: AppContext) -> APIRouter:
         model = form.get("model")
         if not isinstance(model, str):
             raise MalformedRequest("multipart: missing the \"model\" field")
-        served = ctx.registry.get(model, _version(form.get("version")))
+        served = ctx.registry.get(model, parse_version(form.get("version")))
         tracker.bind(served)
         spec = served.manifest.preprocessing
         if not isinstance(spec, ImagePreprocessing):

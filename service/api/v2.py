@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api.common import RequestTracker, json_response, read_body
+from service.api.common import RequestTracker, json_response, parse_version, read_body
 from service.api.context import AppContext
 from service.api.v2_codec import FROM_MANIFEST, HEADER, decode_request, encode_response
-from service.errors import MalformedRequest, NotReady
+from service.errors import NotReady
 from service.registry import ServedModel
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository(unload_dependents)"]
@@ -66,14 +66,6 @@ def model_config(served: ServedModel, ctx: AppContext) -> dict[str, Any]:
     }
 
 
-def _parse_version(value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise MalformedRequest(f"model version must be an integer, received {value!r}")
-    return int(value)
-
-
 def build_router(ctx: AppContext) -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["open inference protocol"])
     registry = ctx.registry
@@ -95,18 +87,18 @@ def build_router(ctx: AppContext) -> APIRouter:
     @router.get("/models/{name}", summary="Model metadata (newest served version)")
     @router.get("/models/{name}/versions/{model_version}", summary="Model metadata of one version")
     async def metadata(name: str, model_version: str | None = None) -> Response:
-        served = registry.get(name, _parse_version(model_version))
+        served = registry.get(name, parse_version(model_version))
         return json_response(model_metadata(served, sorted(registry.models[name])))
 
     @router.get("/models/{name}/config", summary="Model configuration, as Triton shows it")
     @router.get("/models/{name}/versions/{model_version}/config", summary="Model configuration of one version")
     async def config(name: str, model_version: str | None = None) -> Response:
-        return json_response(model_config(registry.get(name, _parse_version(model_version)), ctx))
+        return json_response(model_config(registry.get(name, parse_version(model_version)), ctx))
 
     @router.get("/models/{name}/ready", summary="Model readiness")
     @router.get("/models/{name}/versions/{model_version}/ready", summary="Model version readiness")
     async def model_ready(name: str, model_version: str | None = None) -> Response:
-        served = registry.get(name, _parse_version(model_version))
+        served = registry.get(name, parse_version(model_version))
         if not ctx.accepting:
             raise NotReady(f"model '{name}': server is shutting down")
         return json_response({"name": served.name, "version": str(served.version), "ready": True})
@@ -116,7 +108,7 @@ def build_router(ctx: AppContext) -> APIRouter:
     async def infer(request: Request, name: str, model_version: str | None = None) -> Response:
         with RequestTracker(request, ctx.metrics, "v2") as tracker:
             ctx.require_accepting()
-            served = registry.get(name, _parse_version(model_version))
+            served = registry.get(name, parse_version(model_version))
             tracker.bind(served)
             body = await read_body(request, settings.max_body_bytes)
             start = time.perf_counter()
