@@ -110,12 +110,18 @@ class Batcher:
         self._queued_samples += size
         self._queue.put_nowait(item)
         self._observer.queued(self._queued_samples)
+        # One timer per request (asyncio.wait_for would add a task-like wrapper and two callbacks); cancelling
+        # the waiting task cancels the future, which the batch then skips.
+        timer = loop.call_at(item.deadline, self._expire, item.future, timeout_s)
         try:
-            return await asyncio.wait_for(item.future, timeout_s)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"model {self.name}: no result within the request timeout of {timeout_s * 1000:.0f} ms"
-            ) from None
+            return await item.future
+        finally:
+            timer.cancel()
+
+    def _expire(self, future: asyncio.Future[Tensors], timeout_s: float) -> None:
+        if not future.done():
+            future.set_exception(DeadlineExceeded(
+                f"model {self.name}: no result within the request timeout of {timeout_s * 1000:.0f} ms"))
 
     async def _next_batch(self, first: Item) -> tuple[list[Item], Item | None]:
         loop = asyncio.get_running_loop()

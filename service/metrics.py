@@ -11,6 +11,7 @@ aggregates them (prometheus-client's multiprocess mode): counters and histograms
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -80,6 +81,16 @@ class ServiceMetrics:
             "nnserve_model_load_failures", "Model versions that failed to load.", ["model"], registry=r,
         )
 
+        self._per_request: dict[tuple[str, str, str], RequestMetrics] = {}
+
+    def for_request(self, model: str, version: str, protocol: str) -> RequestMetrics:
+        """The per-request metrics of one model version and protocol, labelled once and kept."""
+        key = (model, version, protocol)
+        bound = self._per_request.get(key)
+        if bound is None:
+            bound = self._per_request[key] = RequestMetrics(self, model, version, protocol)
+        return bound
+
     def exposition(self) -> bytes:
         """The text of ``/metrics``: this process's registry, or every worker's in multiprocess mode."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -87,3 +98,30 @@ class ServiceMetrics:
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """The children one request touches, bound to (model, version, protocol): ``labels()`` costs several times
+    what ``inc()`` or ``observe()`` does, and a busy server would pay it thousands of times a second."""
+
+    def __init__(self, metrics: ServiceMetrics, model: str, version: str, protocol: str) -> None:
+        self.in_flight = metrics.in_flight.labels(model, version)
+        self.preprocess = metrics.preprocess_latency.labels(model, version, protocol)
+        self.latency = metrics.request_latency.labels(model, version, protocol)
+        self._requests = metrics.requests.labels
+        self._rejections = metrics.rejections.labels
+        self._labels = (model, version, protocol)
+        self._outcomes: dict[tuple[str, str], Any] = {}
+        self._reasons: dict[str, Any] = {}
+
+    def count(self, outcome: str, code: str) -> None:
+        child = self._outcomes.get((outcome, code))
+        if child is None:
+            child = self._outcomes[(outcome, code)] = self._requests(*self._labels, outcome, code)
+        child.inc()
+
+    def reject(self, reason: str) -> None:
+        child = self._reasons.get(reason)
+        if child is None:
+            child = self._reasons[reason] = self._rejections(*self._labels[:2], reason)
+        child.inc()

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from service.errors import InvalidValue, MalformedRequest, NNServeError, PayloadTooLarge, rejection_reason
 from service.metrics import ServiceMetrics
@@ -22,12 +23,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:  # the ASGI messages themselves: Request.stream()'s async generator costs more than the copy
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     request._body = body  # Starlette's own cache: form() then parses these bytes instead of the spent stream
     return body
 
@@ -66,41 +73,37 @@ class RequestTracker:
         self.request = request
         self.metrics = metrics
         self.protocol = protocol
-        self.model = UNKNOWN
-        self.version = ""
+        self.bound = metrics.for_request(UNKNOWN, "", protocol)
         self.start = time.perf_counter()
-        self._bound = False
+        self._in_flight = False
 
     def bind(self, served: ServedModel) -> None:
-        self.model, self.version = served.name, str(served.version)
-        self.request.state.model = self.model
-        self.request.state.version = served.version
-        self.metrics.in_flight.labels(self.model, self.version).inc()
-        self._bound = True
+        self.bound = self.metrics.for_request(served.name, str(served.version), self.protocol)
+        state = self.request.state
+        state.model, state.version = served.name, served.version
+        self.bound.in_flight.inc()
+        self._in_flight = True
 
     def preprocessed(self, start: float) -> None:
-        self.metrics.preprocess_latency.labels(self.model, self.version, self.protocol).observe(
-            time.perf_counter() - start)
+        self.bound.preprocess.observe(time.perf_counter() - start)
 
     def __enter__(self) -> RequestTracker:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None,
                  ) -> None:
-        if self._bound:
-            self.metrics.in_flight.labels(self.model, self.version).dec()
+        bound = self.bound
+        if self._in_flight:
+            bound.in_flight.dec()
         if error is None:
-            outcome, code = "success", 200
+            bound.count("success", "200")
         elif isinstance(error, NNServeError):
-            code = error.status
             reason = rejection_reason(error)
-            outcome = reason or ("error" if code >= 500 else "invalid")
             if reason:
-                self.metrics.rejections.labels(self.model, self.version, reason).inc()
-        elif isinstance(error, Exception):
-            outcome, code = "error", 500
-        else:  # cancelled: the client went away
-            outcome, code = "cancelled", 499
-        self.metrics.requests.labels(self.model, self.version, self.protocol, outcome, str(code)).inc()
-        self.metrics.request_latency.labels(self.model, self.version, self.protocol).observe(
-            time.perf_counter() - self.start)
+                bound.reject(reason)
+            bound.count(reason or ("error" if error.status >= 500 else "invalid"), str(error.status))
+        elif isinstance(error, Exception) and not isinstance(error, ClientDisconnect):
+            bound.count("error", "500")
+        else:  # cancelled or disconnected: the client went away
+            bound.count("cancelled", "499")
+        bound.latency.observe(time.perf_counter() - self.start)

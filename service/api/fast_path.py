@@ -2,9 +2,10 @@
 ``POST /v2/models/{name}[/versions/{version}]/infer``.
 
 They are the hot path: at thousands of requests per second FastAPI's routing, dependency solving and middleware
-stack are a measurable share of each request's CPU (docs/benchmarks.md). The shortcut calls the very endpoint
-functions FastAPI has registered (so OpenAPI, validation and behaviour stay the same) and turns errors into the
-same answers as the app's handlers. Every other request goes through the app unchanged.
+stack are a measurable share of each request's CPU (docs/benchmarks.md). The shortcut sits in front of FastAPI
+(``service.app.NNServeApp``), calls the very endpoint functions FastAPI has registered (so OpenAPI and behaviour
+stay the same) and turns errors into the same answers as the app's handlers. Every other request goes through
+FastAPI unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.context import AppContext
@@ -41,6 +43,8 @@ class InferenceFastPath:
         request = Request(scope, receive)
         try:
             response = await endpoint(request, **params)
+        except ClientDisconnect:  # gone before its body arrived: nobody to answer
+            return
         except NNServeError as error:
             response = error_response(error)
         except Exception as error:  # the same last resort as the app's handler: a 500 that names the type

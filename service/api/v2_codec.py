@@ -7,6 +7,7 @@ the tensors follow in input order. Every check names what was expected and what 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +77,7 @@ def decode_request(body: bytes, header_length: str | None, manifest: Manifest, m
         if datatype != expected_type:
             raise InvalidDatatype(f"input '{name}': expected datatype {expected_type}, received {datatype!r}")
         dtype = np.dtype(TO_NUMPY[expected_type])
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)
         params = raw.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
