@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from service.settings import Settings
 
@@ -71,6 +72,16 @@ def prepare_multiprocess_metrics() -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nnserve-metrics-")
 
 
+def http_protocol() -> Any:
+    """uvicorn's httptools protocol with coalesced writes (service.http_protocol); uvicorn's choice without
+    httptools."""
+    try:
+        from service.http_protocol import CoalescingHttpToolsProtocol
+    except ImportError:
+        return "auto"
+    return CoalescingHttpToolsProtocol
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -81,6 +92,6 @@ def serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, log_level=settings.log_level, access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s), loop="auto", http="auto",
+        timeout_graceful_shutdown=int(settings.drain_timeout_s), loop="auto", http=http_protocol(),
     )
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,24 @@ def test_two_workers_share_one_metrics_view(models_dir: Path, tmp_path: Path) ->
             assert admin.status_code in (401, 409)
     finally:
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def test_each_response_leaves_in_one_tcp_segment(server: str) -> None:
+    """The server's writes are coalesced (service.http_protocol): head and body of an answer in one send."""
+    import orjson
+
+    from tests.service.test_http_protocol import data_segments_received
+
+    host, port = server.removeprefix("http://").split(":")
+    body = orjson.dumps({"model": "mlp", "inputs": [[[0] * 28] * 28]})
+    request = (b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+               b"content-length: %d\r\n\r\n%s" % (len(body), body))
+    probe = b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"
+    with socket.create_connection((host, int(port))) as sock:
+        for message, ending in [(request, b"}]}]}"), (probe, b'{"live":true}')] * 10:
+            sock.sendall(message)
+            answer = b""
+            while not answer.endswith(ending):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
+        assert data_segments_received(sock) == 20
