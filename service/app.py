@@ -17,6 +17,7 @@ from service.api import admin, info, predict, v2
 from service.api.context import AppContext
 from service.api.error_handler import install_error_handlers
 from service.api.fast_path import InferenceFastPath
+from service.memory import MemoryTrimmer, release_free_memory
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.settings import Settings
@@ -43,11 +44,14 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
     metrics = ServiceMetrics()
     ctx = AppContext(settings, metrics, ModelRegistry(settings, metrics))
     access_log = AccessLogWriter() if settings.access_log else None
+    trimmer = MemoryTrimmer(settings.memory_trim_interval_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctx.registry.load_repository()
         gc.collect()
+        release_free_memory()
+        trimmer.start()
         gc.freeze()  # what start-up built lives on: keep it out of the collector's way (shorter pauses, tails)
         ctx.started = ctx.accepting = True
         for served in ctx.registry.served():
@@ -58,6 +62,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
             yield
         finally:
             ctx.accepting = False
+            await trimmer.stop()
             await ctx.registry.close()
             if access_log is not None:
                 access_log.flush()

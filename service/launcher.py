@@ -3,6 +3,7 @@ Used by ``nnserve bench`` and by the end-to-end tests."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -24,14 +25,15 @@ def free_port() -> int:
 
 @contextmanager
 def serve_subprocess(repository: Path, args: Sequence[str] = (), port: int | None = None, timeout: float = 60,
-                     ) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    """Yield (url, process, log file); the server's output goes to the log file, read on failure."""
+                     env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """Yield (url, process, log file); the server's output goes to the log file, read on failure. ``env``
+    adds variables (``NNSERVE_*`` settings without a flag) to this process's environment."""
     port = port or free_port()
     command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--repository", str(repository), *args]
     log_path = Path(tempfile.mkstemp(prefix=f"nnserve-{port}-", suffix=".log")[1])
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from service.batcher import Batcher, Tensors
 from service.errors import ModelLoadFailed, ModelNotFound, VersionNotFound
 from service.manifest import MODEL_FILE, Manifest, sha256_of
+from service.memory import release_free_memory
 from service.metrics import ServiceMetrics
 from service.model_repository import list_models, list_versions, version_dir
 from service.runtime import ProviderUnavailable, Runtime, RuntimeOptions
@@ -73,7 +74,7 @@ class ModelRegistry:
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="onnxruntime")
         self._lock = asyncio.Lock()
         self.options = RuntimeOptions(settings.providers, settings.intra_op_threads,
-                                      settings.graph_optimization, settings.spin_wait)
+                                      settings.graph_optimization, settings.spin_wait, settings.memory_arena)
 
     # -- lookup -------------------------------------------------------------------------------------------
     def get(self, name: str, version: int | None = None) -> ServedModel:
@@ -161,6 +162,7 @@ class ModelRegistry:
             for version, model in old.items():
                 if version not in self.models[name] or self.models[name][version] is not model:
                     await self._retire(model)
+            release_free_memory()
             return built
 
     async def load_repository(self) -> None:
@@ -177,6 +179,7 @@ class ModelRegistry:
                 raise ModelNotFound(f"model '{name}' is not loaded")
             for model in versions.values():
                 await self._retire(model)
+            release_free_memory()
 
     async def _retire(self, model: ServedModel) -> None:
         await model.batcher.stop(self.settings.drain_timeout_s)

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per call (0: onnxruntime decides)")
     graph_optimization: Literal["auto", "all", "extended", "basic", "disable"] = "auto"
     spin_wait: bool = False
+    memory_arena: bool = Field(False, description="onnxruntime's CPU arena: measured no faster here, keeps peaks resident")
+    memory_trim_interval_s: float = Field(1.0, ge=0, description="hand freed memory back this often; 0 = never")
 
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_ms: float = Field(0.0, ge=0, description="longest wait for company; 0 = take what is queued")
