@@ -55,9 +55,9 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
         gc.freeze()  # what start-up built lives on: keep it out of the collector's way (shorter pauses, tails)
         ctx.started = ctx.accepting = True
         for served in ctx.registry.served():
-            log.info("serving %s v%d on %s (graph optimisation %s, loaded in %.2f s)", served.name,
-                     served.version, served.runtime.providers, served.runtime.graph_optimization,
-                     served.load_seconds)
+            log.info("serving %s v%d on %s (%d onnxruntime threads, graph optimisation %s, loaded in %.2f s)",
+                     served.name, served.version, served.runtime.providers, served.runtime.options.intra_op_threads,
+                     served.runtime.graph_optimization, served.load_seconds)
         try:
             yield
         finally:

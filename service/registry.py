@@ -73,7 +73,7 @@ class ModelRegistry:
         self.failures: dict[str, str] = {}
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="onnxruntime")
         self._lock = asyncio.Lock()
-        self.options = RuntimeOptions(settings.providers, settings.intra_op_threads,
+        self.options = RuntimeOptions(settings.providers, settings.onnxruntime_threads(),
                                       settings.graph_optimization, settings.spin_wait, settings.memory_arena)
 
     # -- lookup -------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ Defaults are the ones measured best on a 2-core CPU machine (see docs/benchmarks
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -26,16 +28,18 @@ class Settings(BaseSettings):
     )
 
     providers: Literal["auto", "cpu", "cuda"] = "auto"
-    intra_op_threads: int = Field(1, ge=0, description="onnxruntime threads per call (0: onnxruntime decides)")
+    intra_op_threads: int | None = Field(
+        None, ge=0, description="onnxruntime threads per call; default: this process's share of the CPU cores "
+        "(cores / workers); 0: onnxruntime decides")
     graph_optimization: Literal["auto", "all", "extended", "basic", "disable"] = "auto"
     spin_wait: bool = False
-    memory_arena: bool = Field(False, description="onnxruntime's CPU arena: measured no faster here, keeps peaks resident")
+    memory_arena: bool = Field(False, description="onnxruntime's CPU arena: no faster here, keeps peaks resident")
     memory_trim_interval_s: float = Field(1.0, ge=0, description="hand freed memory back this often; 0 = never")
 
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_ms: float = Field(0.0, ge=0, description="longest wait for company; 0 = take what is queued")
     max_queue_size: int = Field(1024, ge=1, description="samples waiting per model before 429")
-    batch_concurrency: int = Field(2, ge=1, description="batches of one model computing at once")
+    batch_concurrency: int = Field(1, ge=1, description="batches of one model computing at once")
     request_timeout_ms: float = Field(10_000, gt=0, description="a request still queued after this gets 504")
     warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
 
@@ -47,3 +51,30 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     drain_timeout_s: float = 30.0
+
+    def onnxruntime_threads(self) -> int:
+        """The intra-op thread count: as set, or every core this process may use shared among the workers —
+        one call with all of them measured faster than several calls with one each (docs/benchmarks.md)."""
+        if self.intra_op_threads is not None:
+            return self.intra_op_threads
+        return max(1, usable_cpus() // self.workers)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a container's CPU quota (cgroup v2 ``cpu.max`` or
+    v1 ``cpu.cfs_quota_us``), which the affinity does not show (a 2-CPU pod on a 32-core node)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_quota(Path("/sys/fs/cgroup"))
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    try:
+        if (root / "cpu.max").exists():
+            limit, period = (root / "cpu.max").read_text().split()[:2]
+            return None if limit == "max" else int(limit) / int(period)
+        limit_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if limit_us <= 0 else limit_us / period_us
+    except (OSError, ValueError):
+        return None

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from service.errors import InvalidValue, MalformedRequest, NNServeError, PayloadTooLarge, rejection_reason
-from service.metrics import ServiceMetrics
+from service.metrics import RequestMetrics, ServiceMetrics
 from service.registry import ServedModel
 
 UNKNOWN = "_unknown"  # the model label of requests for models that are not served (bounded cardinality)
@@ -73,19 +73,18 @@ class RequestTracker:
         self.request = request
         self.metrics = metrics
         self.protocol = protocol
-        self.bound = metrics.for_request(UNKNOWN, "", protocol)
+        self.bound: RequestMetrics | None = None  # until bind(): a request for no served model
         self.start = time.perf_counter()
-        self._in_flight = False
 
     def bind(self, served: ServedModel) -> None:
         self.bound = self.metrics.for_request(served.name, str(served.version), self.protocol)
         state = self.request.state
         state.model, state.version = served.name, served.version
         self.bound.in_flight.inc()
-        self._in_flight = True
 
     def preprocessed(self, start: float) -> None:
-        self.bound.preprocess.observe(time.perf_counter() - start)
+        if self.bound is not None:
+            self.bound.preprocess.observe(time.perf_counter() - start)
 
     def __enter__(self) -> RequestTracker:
         return self
@@ -93,8 +92,10 @@ class RequestTracker:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None,
                  ) -> None:
         bound = self.bound
-        if self._in_flight:
+        if bound is not None:
             bound.in_flight.dec()
+        else:
+            bound = self.metrics.for_request(UNKNOWN, "", self.protocol)
         if error is None:
             bound.count("success", "200")
         elif isinstance(error, NNServeError):

@@ -37,6 +37,7 @@ def model_metadata(served: ServedModel, versions: list[int]) -> dict[str, Any]:
         "parameters": {
             "version": m.version, "family": m.family, "task": m.task, "labels": m.labels,
             "providers": served.runtime.providers, "graph_optimization": served.runtime.graph_optimization,
+            "intra_op_threads": served.runtime.options.intra_op_threads,
             "sha256": m.sha256, "onnx_test_accuracy": m.metrics.onnx_test_accuracy,
         },
     }

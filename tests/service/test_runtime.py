@@ -1,7 +1,9 @@
-"""Execution providers are chosen as asked and reported as they are; CUDA never falls back silently."""
+"""Execution providers are chosen as asked and reported as they are; CUDA never falls back silently; threads
+default to each worker's share of the cores."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import onnxruntime as ort
@@ -9,6 +11,7 @@ import pytest
 
 from service.manifest import Manifest
 from service.runtime import CUDA, ProviderUnavailable, Runtime, RuntimeOptions
+from service.settings import Settings
 
 
 def newest(models_dir: Path, name: str) -> Path:
@@ -36,3 +39,27 @@ def test_asking_for_cuda_without_it_fails_clearly(models_dir: Path) -> None:
     folder = newest(models_dir, "mlp")
     with pytest.raises(ProviderUnavailable, match=r"providers=cuda.*install onnxruntime-gpu"):
         Runtime(folder / "model.onnx", Manifest.load(folder).inputs, RuntimeOptions("cuda"))
+
+
+def test_threads_default_to_each_workers_share_of_the_cores() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert Settings().onnxruntime_threads() == cores
+    assert Settings(workers=2).onnxruntime_threads() == max(1, cores // 2)
+    assert Settings(workers=4 * cores).onnxruntime_threads() == 1
+    assert Settings(workers=2, intra_op_threads=3).onnxruntime_threads() == 3
+
+
+def test_a_containers_cpu_quota_caps_the_threads(tmp_path: Path) -> None:
+    from service.settings import _cgroup_quota
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert _cgroup_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _cgroup_quota(tmp_path) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("200000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert _cgroup_quota(tmp_path) == 2.0
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert _cgroup_quota(tmp_path) is None

@@ -3,6 +3,7 @@ repository extension behind its bearer token."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ async def test_server_and_model_metadata(client: httpx.AsyncClient) -> None:
                               {"name": "lengths", "datatype": "INT64", "shape": [-1]}]
     assert meta["outputs"][0]["shape"] == [-1, 9]
     assert meta["parameters"]["providers"] == ["CPUExecutionProvider"]
+    assert meta["parameters"]["intra_op_threads"] == max(1, len(os.sched_getaffinity(0)))  # one worker: all
     version = meta["versions"][-1]
     assert (await client.get(f"/v2/models/lstm/versions/{version}/ready")).status_code == 200
     assert (await client.get("/v2/models/nope/ready")).status_code == 404
