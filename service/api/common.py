@@ -78,8 +78,8 @@ class RequestTracker:
 
     def bind(self, served: ServedModel) -> None:
         self.bound = self.metrics.for_request(served.name, str(served.version), self.protocol)
-        state = self.request.state
-        state.model, state.version = served.name, served.version
+        state = self.request.scope["state"]  # what request.state wraps; the access log reads it
+        state["model"], state["version"] = served.name, served.version
         self.bound.in_flight.inc()
 
     def preprocessed(self, start: float) -> None:

@@ -24,6 +24,8 @@ TO_NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": 
             "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
             "FP32": np.float32, "FP64": np.float64}
 FROM_MANIFEST = {"float32": "FP32", "int64": "INT64"}
+DTYPES = {name: np.dtype(t) for name, t in TO_NUMPY.items()}
+DATATYPES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 @dataclass
@@ -76,7 +78,7 @@ def decode_request(body: bytes, header_length: str | None, manifest: Manifest, m
         expected_type = FROM_MANIFEST[spec.dtype]
         if datatype != expected_type:
             raise InvalidDatatype(f"input '{name}': expected datatype {expected_type}, received {datatype!r}")
-        dtype = np.dtype(TO_NUMPY[expected_type])
+        dtype = DTYPES[expected_type]
         count = math.prod(shape)
         params = raw.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
@@ -120,9 +122,9 @@ def decode_request(body: bytes, header_length: str | None, manifest: Manifest, m
 
 
 def _check_shape(array: np.ndarray, expected: list[int], name: str, max_batch: int) -> None:
-    pretty = ["-1" if d == -1 else str(d) for d in expected]
     if array.ndim != len(expected) or any(d != -1 and d != a for d, a in zip(expected, array.shape, strict=True)):
-        raise InvalidShape(f"input '{name}': expected shape [{', '.join(pretty)}], received {list(array.shape)}")
+        pretty = ", ".join(str(d) for d in expected)
+        raise InvalidShape(f"input '{name}': expected shape [{pretty}], received {list(array.shape)}")
     if array.shape[0] == 0 or 0 in array.shape:
         raise InvalidShape(f"input '{name}': empty tensor {list(array.shape)}")
     if array.shape[0] > max_batch:
@@ -191,7 +193,4 @@ def encode_response(model: str, version: int, request: InferRequest, outputs: di
 
 
 def _datatype(array: np.ndarray) -> str:
-    for name, dtype in TO_NUMPY.items():
-        if array.dtype == np.dtype(dtype):
-            return name
-    return "BYTES"
+    return DATATYPES.get(array.dtype, "BYTES")

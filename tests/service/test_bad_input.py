@@ -129,3 +129,23 @@ async def test_messages_say_what_was_expected_and_what_came(client: httpx.AsyncC
     metrics = (await client.get("/metrics")).text
     assert 'nnserve_rejections_total{model="cnn",reason="invalid",version="' in metrics or \
         'reason="invalid"' in metrics
+
+
+@pytest.mark.parametrize(("values", "bad"), [
+    ([3e38] * 784, 0),  # finite, however large
+    ([1.0] * 783 + [float("nan")], 1),
+    ([float("inf"), float("-inf")] + [0.0] * 782, 2),
+])
+def test_finiteness_is_exact(values: list[float], bad: int) -> None:
+    from service.errors import InvalidValue
+    from service.preprocess import check_finite
+
+    for dtype in (np.float32, np.float64):
+        array = np.array(values, dtype=dtype).reshape(1, 1, 28, 28)
+        if bad:
+            with pytest.raises(InvalidValue, match=f"{bad} value"):
+                check_finite(array, "x")
+        else:
+            check_finite(array, "x")
+    big = np.full(10, 1e308)
+    check_finite(big, "x")
