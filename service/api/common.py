@@ -78,7 +78,7 @@ class RequestTracker:
 
     def bind(self, served: ServedModel) -> None:
         self.bound = self.metrics.for_request(served.name, str(served.version), self.protocol)
-        state = self.request.scope["state"]  # what request.state wraps; the access log reads it
+        state = self.request.scope.setdefault("state", {})  # what request.state wraps; the access log reads it
         state["model"], state["version"] = served.name, served.version
         self.bound.in_flight.inc()
 
