@@ -37,6 +37,7 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=None, metavar="NAME[:VERSION]",
                         help="serve only this model (repeatable); NAME:V pins a version")
     parser.add_argument("--no-access-log", action="store_true", help="no JSON line per request")
+    parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # --workers' children
 
 
 def apply_flags(args: argparse.Namespace) -> None:
@@ -82,16 +83,27 @@ def http_protocol() -> Any:
     return CoalescingHttpToolsProtocol
 
 
+def uvicorn_config(settings: Settings) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        "service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
+        log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=int(settings.drain_timeout_s),
+        loop="auto", http=http_protocol(),
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.workers import serve_group, serve_inherited
+
     apply_flags(args)
     settings = Settings()
+    if args.listen_fd is not None:  # one of the processes of `--workers N`
+        return serve_inherited(args.listen_fd, uvicorn_config(settings))
     if settings.workers > 1:
         prepare_multiprocess_metrics()
-    uvicorn.run(
-        "service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
-        workers=settings.workers, log_level=settings.log_level, access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s), loop="auto", http=http_protocol(),
-    )
+        return serve_group(settings, uvicorn_config(settings))
+    uvicorn.Server(uvicorn_config(settings)).run()
     return 0

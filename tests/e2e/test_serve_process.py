@@ -136,3 +136,67 @@ def test_each_response_leaves_in_one_tcp_segment(server: str) -> None:
                 answer += sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
         assert data_segments_received(sock) == 20
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _wait_for(condition: Any, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
+
+
+def test_workers_restart_a_killed_one_and_stop_together(models_dir: Path) -> None:
+    """--workers 2: the started process serves beside one child; a child killed is replaced; SIGTERM stops all."""
+    import os
+
+    body = {"model": "mlp", "inputs": [[[0] * 28] * 28]}
+    with serve_subprocess(models_dir, ["--workers", "2", "--model", "mlp", "--no-access-log"]) as (url, process, log):
+        children = _children(process.pid)
+        assert len(children) == 1
+        os.kill(children[0], signal.SIGKILL)
+        _wait_for(lambda: len(_children(process.pid)) == 1 and _children(process.pid) != children)
+        _wait_for(lambda: "Application startup complete" in log.read_text().rsplit("while serving", 1)[-1])
+        assert all(httpx.post(f"{url}/predict", json=body).status_code == 200 for _ in range(20))
+        replacement = _children(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) in (0, -signal.SIGTERM)
+    assert f"worker {children[0]} exited with -9 while serving" in log.read_text()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in replacement)
+
+
+def test_workers_die_with_a_killed_server(models_dir: Path) -> None:
+    with serve_subprocess(models_dir, ["--workers", "2", "--model", "mlp", "--no-access-log"]) as (_, process, _):
+        children = _children(process.pid)
+        process.kill()
+        process.wait()
+        _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=20)
+
+
+def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from service.launcher import free_port
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(free_port()), "--workers", "2",
+               "--repository", str(empty)]
+    result = subprocess.run(command, capture_output=True, timeout=60)
+    assert result.returncode != 0
+    assert b"no models found" in result.stdout + result.stderr
