@@ -37,7 +37,7 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=None, metavar="NAME[:VERSION]",
                         help="serve only this model (repeatable); NAME:V pins a version")
     parser.add_argument("--no-access-log", action="store_true", help="no JSON line per request")
-    parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # --workers' children
+    parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # --workers' children
 
 
 def apply_flags(args: argparse.Namespace) -> None:
@@ -96,12 +96,12 @@ def uvicorn_config(settings: Settings) -> Any:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.workers import serve_group, serve_inherited
+    from service.workers import serve_group, serve_worker
 
     apply_flags(args)
     settings = Settings()
-    if args.listen_fd is not None:  # one of the processes of `--workers N`
-        return serve_inherited(args.listen_fd, uvicorn_config(settings))
+    if args.worker_of is not None:  # one of the processes of `--workers N`
+        return serve_worker(args.worker_of, settings, uvicorn_config(settings))
     if settings.workers > 1:
         prepare_multiprocess_metrics()
         return serve_group(settings, uvicorn_config(settings))

@@ -1,11 +1,13 @@
-"""``nnserve serve --workers N``: N server processes on one listening socket, the started one among them.
+"""``nnserve serve --workers N``: N server processes on one port, the started one among them.
 
 uvicorn's own multi-process mode adds a supervisor process and multiprocessing's resource tracker beside its
-workers: two more Python processes, about 50 MB of resident memory (docs/benchmarks.md). Here the process that was
-started binds the socket, starts N-1 more ``nnserve serve`` processes that inherit it, and serves as well. It
-forwards SIGTERM and SIGINT to them and waits, while draining itself, until each has drained and exited; it
-restarts a process that dies while serving, and stops everything if one cannot start. A child dies with its
-parent (``PR_SET_PDEATHSIG``), so none outlives a killed server.
+workers (two more Python processes, about 50 MB of resident memory), and its workers share one listening socket:
+whichever wakes first accepts every connection waiting, so a burst of long-lived connections can land on one
+process (measured: all 64 of a benchmark's, half the throughput). Here every process binds its own socket to the
+port with ``SO_REUSEPORT`` and the kernel spreads new connections over them; a socket starts listening only once
+its process has loaded its models. The started process serves as well, forwards SIGTERM and SIGINT to the others
+and waits, while draining itself, until each has drained and exited; it restarts one that dies while serving, and
+stops everything if one cannot start. A child dies with its parent (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ STARTUP_FAILURE = 3  # uvicorn's exit code when the app's start-up (loading the 
 PR_SET_PDEATHSIG = 1
 
 
-def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+def port_socket(host: str, port: int) -> socket.socket:
+    """Bound to the port beside the other workers' sockets, not yet listening (uvicorn listens once the app has
+    started, so no connection waits on a process still loading its models)."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise RuntimeError("--workers > 1 needs SO_REUSEPORT (Linux); run one process per port instead")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(backlog)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -52,8 +57,7 @@ def die_with_parent(parent: int) -> None:
 class WorkerGroup:
     """The N-1 child processes: start, watch (restart or give up), signal, wait."""
 
-    def __init__(self, sock: socket.socket, count: int) -> None:
-        self.sock = sock
+    def __init__(self, count: int) -> None:
         self.count = count
         self.children: list[subprocess.Popen[bytes]] = []
         self.stopping = threading.Event()
@@ -61,10 +65,7 @@ class WorkerGroup:
         self._watcher = threading.Thread(target=self._watch, name="nnserve-workers", daemon=True)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        fd = self.sock.fileno()
-        env = {**os.environ, "NNSERVE_PARENT_PID": str(os.getpid())}
-        return subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--listen-fd", str(fd)],
-                                pass_fds=(fd,), env=env)
+        return subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--worker-of", str(os.getpid())])
 
     def start(self) -> None:
         self.children = [self._spawn() for _ in range(self.count)]
@@ -130,12 +131,13 @@ class GroupServer(uvicorn.Server):
 
 
 def serve_group(settings: Settings, config: uvicorn.Config) -> int:
-    sock = listening_socket(settings.host, settings.port)
-    group = WorkerGroup(sock, settings.workers - 1)
+    sock = port_socket(settings.host, settings.port)
+    os.environ["NNSERVE_PORT"] = str(sock.getsockname()[1])  # the children bind the same port (even if 0 was asked)
+    group = WorkerGroup(settings.workers - 1)
     server = GroupServer(config, group, settings.drain_timeout_s)
     group.start()
-    log.info("nnserve on http://%s:%d: this process (%d) and %s", settings.host, settings.port, os.getpid(),
-             ", ".join(str(child.pid) for child in group.children))
+    log.info("nnserve on http://%s:%s: this process (%d) and %s", settings.host, os.environ["NNSERVE_PORT"],
+             os.getpid(), ", ".join(str(child.pid) for child in group.children))
     try:
         server.run(sockets=[sock])
     finally:
@@ -144,10 +146,8 @@ def serve_group(settings: Settings, config: uvicorn.Config) -> int:
     return STARTUP_FAILURE if group.failed else 0
 
 
-def serve_inherited(fd: int, config: uvicorn.Config) -> int:
-    """A child of ``serve_group``: serve the inherited listening socket."""
-    parent = int(os.environ.get("NNSERVE_PARENT_PID", os.getppid()))
+def serve_worker(parent: int, settings: Settings, config: uvicorn.Config) -> int:
+    """A child of ``serve_group``."""
     die_with_parent(parent)
-    sock = socket.socket(fileno=fd)  # family and type read from the descriptor
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=[port_socket(settings.host, settings.port)])
     return 0

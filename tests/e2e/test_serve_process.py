@@ -4,6 +4,8 @@ and a SIGTERM that drains in-flight requests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import socket
 from pathlib import Path
@@ -97,8 +99,6 @@ def test_sigterm_drains_in_flight_requests(models_dir: Path) -> None:
 
 
 def test_two_workers_share_one_metrics_view(models_dir: Path, tmp_path: Path) -> None:
-    import os
-
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
     try:
         with nnserve_process(models_dir, "--workers", "2", "--model", "mlp", "--no-access-log") as (url, _):
@@ -162,8 +162,6 @@ def _wait_for(condition: Any, timeout: float = 30) -> None:
 
 def test_workers_restart_a_killed_one_and_stop_together(models_dir: Path) -> None:
     """--workers 2: the started process serves beside one child; a child killed is replaced; SIGTERM stops all."""
-    import os
-
     body = {"model": "mlp", "inputs": [[[0] * 28] * 28]}
     with serve_subprocess(models_dir, ["--workers", "2", "--model", "mlp", "--no-access-log"]) as (url, process, log):
         children = _children(process.pid)
@@ -200,3 +198,41 @@ def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, timeout=60)
     assert result.returncode != 0
     assert b"no models found" in result.stdout + result.stderr
+
+
+def test_workers_share_the_connections(models_dir: Path) -> None:
+    """Each process has its own SO_REUSEPORT socket: a burst of 64 connections is spread over both (a shared
+    socket can hand all of them to whichever process wakes first)."""
+    with serve_subprocess(models_dir, ["--workers", "2", "--model", "mlp", "--no-access-log"]) as (url, process, _):
+        host, port = url.removeprefix("http://").split(":")
+        pids = [process.pid, *_children(process.pid)]
+        _wait_for(lambda: all(_sockets(pid, int(port), "0A") for pid in pids))  # each listens once loaded
+        connections = [socket.create_connection((host, int(port))) for _ in range(64)]
+        try:
+            for sock in connections:  # a request on each, so every connection has been accepted
+                sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+            for sock in connections:
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            local_ports = {sock.getsockname()[1] for sock in connections}
+            shares = [len(_sockets(pid, int(port), "01") & local_ports) for pid in pids]
+        finally:
+            for sock in connections:
+                sock.close()
+    assert sum(shares) == 64 and min(shares) >= 16, shares  # binomial(64, 1/2): below 16 has odds of ~1e-5
+
+
+def _sockets(pid: int, port: int, state: str) -> set[int]:
+    """Remote ports of the TCP sockets in ``state`` (01 established, 0A listening) that process ``pid`` holds on
+    local ``port``."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == state and fields[9] in inodes and int(fields[1].split(":")[1], 16) == port:
+            found.add(int(fields[2].split(":")[1], 16))
+    return found
