@@ -10,6 +10,7 @@ bytes, so the lines of several worker processes sharing one pipe never interleav
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import os
 import select
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 QUIET_PATHS = frozenset({"/metrics", "/v2/health/live", "/v2/health/ready"})
 CHUNK_BYTES = getattr(select, "PIPE_BUF", 4096)
+MAX_PATH = 1024  # with the 128-character request id, every line stays within CHUNK_BYTES: atomic on a pipe
 
 
 class RequestIds:
@@ -41,6 +43,7 @@ class AccessLogWriter:
         self._lines: list[bytes] = []
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
+        atexit.register(self.flush)  # a forced exit skips the app's shutdown, which flushes too
 
     def write(self, record: dict[str, Any]) -> None:
         line = orjson.dumps(record) + b"\n"
@@ -113,7 +116,8 @@ class AccessLogMiddleware:
             if self.writer is not None and scope["path"] not in QUIET_PATHS:
                 state: dict[str, Any] = scope["state"]
                 self.writer.write({
-                    "ts": time.time(), "request_id": request_id, "method": scope["method"], "path": scope["path"],
-                    "status": status, "model": state.get("model"), "version": state.get("version"),
+                    "ts": time.time(), "request_id": request_id, "method": scope["method"],
+                    "path": scope["path"][:MAX_PATH], "status": status, "model": state.get("model"),
+                    "version": state.get("version"),
                     "batch_size": state.get("batch_size"), "latency_ms": round((time.perf_counter() - start) * 1e3, 3),
                 })

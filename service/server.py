@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -88,7 +89,8 @@ def uvicorn_config(settings: Settings) -> Any:
 
     return uvicorn.Config(
         "service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
-        log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=int(settings.drain_timeout_s),
+        log_level=settings.log_level, access_log=False,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
         loop="auto", http=http_protocol(),
     )
 

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -55,13 +56,16 @@ def die_with_parent(parent: int) -> None:
 
 
 class WorkerGroup:
-    """The N-1 child processes: start, watch (restart or give up), signal, wait."""
+    """The N-1 child processes: start, watch (restart, or stop the server), signal, wait."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, on_failure: Callable[[], None] = lambda: None) -> None:
         self.count = count
+        self.on_failure = on_failure  # a child could not start: the server should stop
         self.children: list[subprocess.Popen[bytes]] = []
         self.stopping = threading.Event()
         self.failed = False
+        self._lock = threading.Lock()  # spawning and signalling never interleave
+        self._restarts = 0
         self._watcher = threading.Thread(target=self._watch, name="nnserve-workers", daemon=True)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -74,27 +78,40 @@ class WorkerGroup:
     def _watch(self) -> None:
         from prometheus_client import multiprocess
 
+        started = {child.pid: time.monotonic() for child in self.children}
         while not self.stopping.wait(0.5):
             for i, child in enumerate(self.children):
                 code = child.poll()
-                if code is None or self.stopping.is_set():
+                if code is None:
                     continue
                 with contextlib.suppress(OSError):
                     multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]  # its gauges leave
                 if code == STARTUP_FAILURE:
                     log.error("worker %d could not start (exit %d): stopping the server", child.pid, code)
                     self.failed = True
-                    os.kill(os.getpid(), signal.SIGTERM)
+                    self.on_failure()
                     return
-                log.error("worker %d exited with %d while serving: starting another", child.pid, code)
-                self.children[i] = self._spawn()
+                # Back off when replacements keep dying (a model that crashes or is killed while loading).
+                lived = time.monotonic() - started.pop(child.pid, 0.0)
+                self._restarts = 0 if lived > 60 else self._restarts + 1
+                delay = min(30.0, 0.5 * 2 ** (self._restarts - 1)) if self._restarts > 1 else 0.0
+                log.error("worker %d exited with %d while serving: starting another%s", child.pid, code,
+                          f" in {delay:.0f} s" if delay else "")
+                if delay and self.stopping.wait(delay):
+                    return
+                with self._lock:
+                    if self.stopping.is_set():
+                        return
+                    self.children[i] = self._spawn()
+                    started[self.children[i].pid] = time.monotonic()
 
     def signal(self, sig: int) -> None:
-        self.stopping.set()
-        for child in self.children:
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.send_signal(sig)
+        with self._lock:
+            self.stopping.set()
+            for child in self.children:
+                if child.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.send_signal(sig)
 
     def wait(self, timeout_s: float) -> None:
         """Until every child has exited; those still running after ``timeout_s`` are killed."""
@@ -119,7 +136,9 @@ class GroupServer(uvicorn.Server):
         self.drain_timeout_s = drain_timeout_s
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.group.signal(signal.SIGTERM if sig == signal.SIGTERM else sig)
+        # Always SIGTERM: a terminal's Ctrl+C has reached the children already, and a second SIGINT would make
+        # uvicorn force them out without draining.
+        self.group.signal(signal.SIGTERM)
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -135,6 +154,7 @@ def serve_group(settings: Settings, config: uvicorn.Config) -> int:
     os.environ["NNSERVE_PORT"] = str(sock.getsockname()[1])  # the children bind the same port (even if 0 was asked)
     group = WorkerGroup(settings.workers - 1)
     server = GroupServer(config, group, settings.drain_timeout_s)
+    group.on_failure = lambda: setattr(server, "should_exit", True)  # no signal: the exit code stays ours
     group.start()
     log.info("nnserve on http://%s:%s: this process (%d) and %s", settings.host, os.environ["NNSERVE_PORT"],
              os.getpid(), ", ".join(str(child.pid) for child in group.children))
