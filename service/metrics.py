@@ -10,6 +10,7 @@ aggregates them (prometheus-client's multiprocess mode): counters and histograms
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -105,14 +106,23 @@ class RequestMetrics:
     what ``inc()`` or ``observe()`` does, and a busy server would pay it thousands of times a second."""
 
     def __init__(self, metrics: ServiceMetrics, model: str, version: str, protocol: str) -> None:
-        self.in_flight = metrics.in_flight.labels(model, version)
-        self.preprocess = metrics.preprocess_latency.labels(model, version, protocol)
+        self._metrics = metrics
         self.latency = metrics.request_latency.labels(model, version, protocol)
         self._requests = metrics.requests.labels
         self._rejections = metrics.rejections.labels
         self._labels = (model, version, protocol)
         self._outcomes: dict[tuple[str, str], Any] = {}
         self._reasons: dict[str, Any] = {}
+
+    # Labelled on first use: a request that names no served model never touches these, and must not make
+    # them appear (as zero-valued series) in /metrics.
+    @functools.cached_property
+    def in_flight(self) -> Any:
+        return self._metrics.in_flight.labels(*self._labels[:2])
+
+    @functools.cached_property
+    def preprocess(self) -> Any:
+        return self._metrics.preprocess_latency.labels(*self._labels)
 
     def count(self, outcome: str, code: str) -> None:
         child = self._outcomes.get((outcome, code))

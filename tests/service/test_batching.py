@@ -53,3 +53,12 @@ async def test_a_bad_request_among_many_fails_alone(client: httpx.AsyncClient, f
         assert response.status_code == (400 if i % 8 == 3 else 200)
     labels = {r.json()["predictions"][0]["label"] for i, r in enumerate(responses) if i % 8 != 3}
     assert len(labels) == 1
+
+
+async def test_a_request_for_no_served_model_is_counted_without_per_model_series(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v2/models/nope/infer", json={"inputs": []})
+    assert response.status_code == 404
+    metrics = (await client.get("/metrics")).text
+    assert metric_value(metrics, "nnserve_requests_total", model="_unknown", code="404") == 1
+    assert 'model="_unknown"' not in "".join(
+        line for line in metrics.splitlines() if line.startswith(("nnserve_in_flight", "nnserve_preprocess")))
