@@ -14,10 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
-import logging
 from collections.abc import Callable
-
-log = logging.getLogger("nnserve")
 
 
 @functools.cache

@@ -5,9 +5,9 @@ workers (two more Python processes, about 50 MB of resident memory), and its wor
 whichever wakes first accepts every connection waiting, so a burst of long-lived connections can land on one
 process (measured: all 64 of a benchmark's, half the throughput). Here every process binds its own socket to the
 port with ``SO_REUSEPORT`` and the kernel spreads new connections over them; a socket starts listening only once
-its process has loaded its models. The started process serves as well, forwards SIGTERM and SIGINT to the others
-and waits, while draining itself, until each has drained and exited; it restarts one that dies while serving, and
-stops everything if one cannot start. A child dies with its parent (``PR_SET_PDEATHSIG``).
+its process has loaded its models. The started process serves as well, passes SIGTERM or SIGINT on to the others
+(as SIGTERM) and waits, while draining itself, until each has drained and exited; it restarts one that dies while
+serving, and stops everything if one cannot start. A child dies with its parent (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -58,12 +57,11 @@ def die_with_parent(parent: int) -> None:
 class WorkerGroup:
     """The N-1 child processes: start, watch (restart, or stop the server), signal, wait."""
 
-    def __init__(self, count: int, on_failure: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, count: int) -> None:
         self.count = count
-        self.on_failure = on_failure  # a child could not start: the server should stop
         self.children: list[subprocess.Popen[bytes]] = []
         self.stopping = threading.Event()
-        self.failed = False
+        self.failed = False  # a child could not start: the server stops (GroupServer.on_tick)
         self._lock = threading.Lock()  # spawning and signalling never interleave
         self._restarts = 0
         self._watcher = threading.Thread(target=self._watch, name="nnserve-workers", daemon=True)
@@ -89,7 +87,6 @@ class WorkerGroup:
                 if code == STARTUP_FAILURE:
                     log.error("worker %d could not start (exit %d): stopping the server", child.pid, code)
                     self.failed = True
-                    self.on_failure()
                     return
                 # Back off when replacements keep dying (a model that crashes or is killed while loading).
                 lived = time.monotonic() - started.pop(child.pid, 0.0)
@@ -141,6 +138,11 @@ class GroupServer(uvicorn.Server):
         self.group.signal(signal.SIGTERM)
         super().handle_exit(sig, frame)
 
+    async def on_tick(self, counter: int) -> bool:
+        # A child that could not start stops the server here, without a signal uvicorn would re-raise at exit
+        # (which would replace the start-up failure's exit code).
+        return await super().on_tick(counter) or self.group.failed
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         import asyncio
 
@@ -154,7 +156,6 @@ def serve_group(settings: Settings, config: uvicorn.Config) -> int:
     os.environ["NNSERVE_PORT"] = str(sock.getsockname()[1])  # the children bind the same port (even if 0 was asked)
     group = WorkerGroup(settings.workers - 1)
     server = GroupServer(config, group, settings.drain_timeout_s)
-    group.on_failure = lambda: setattr(server, "should_exit", True)  # no signal: the exit code stays ours
     group.start()
     log.info("nnserve on http://%s:%s: this process (%d) and %s", settings.host, os.environ["NNSERVE_PORT"],
              os.getpid(), ", ".join(str(child.pid) for child in group.children))
