@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 QUIET_PATHS = frozenset({"/metrics", "/v2/health/live", "/v2/health/ready"})
 CHUNK_BYTES = getattr(select, "PIPE_BUF", 4096)
-MAX_PATH = 1024  # with the 128-character request id, every line stays within CHUNK_BYTES: atomic on a pipe
+MAX_PATH = 1024  # with the 128-character request id a line stays within CHUNK_BYTES (one atomic pipe write)
+# unless its path or id is full of characters JSON must escape; such a line is still written whole, alone
 
 
 class RequestIds:
