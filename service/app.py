@@ -12,13 +12,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.access_log import AccessLogMiddleware, AccessLogWriter
-from service.api import admin, info, predict, v2
-from service.api.context import AppContext
-from service.api.error_handler import install_error_handlers
-from service.api.fast_path import InferenceFastPath
-from service.memory import MemoryTrimmer, release_free_memory
+from service.hosting.access_log import AccessLogMiddleware, AccessLogWriter
+from service.hosting.memory import MemoryTrimmer, release_free_memory
 from service.metrics import ServiceMetrics
+from service.protocols import info_http, oip_http, predict_http, repository_http
+from service.protocols.context import AppContext
+from service.protocols.hot_routes import InferenceFastPath
+from service.protocols.http_errors import install_error_handlers
 from service.registry import ModelRegistry
 from service.settings import Settings
 
@@ -69,12 +69,12 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
             log.info("drained and stopped")
 
     app = NNServeApp(
-        title="nnserve", version=v2.server_version(), lifespan=lifespan,
+        title="nnserve", version=oip_http.server_version(), lifespan=lifespan,
         description="Dynamically batched onnxruntime serving of the models in a nnserve repository.",
     )
     app.state.ctx = ctx
     install_error_handlers(app)
-    for module in (predict, v2, admin, info):
+    for module in (predict_http, oip_http, repository_http, info_http):
         app.include_router(module.build_router(ctx))
     app.front = AccessLogMiddleware(InferenceFastPath(app.framework, ctx), access_log)
     return app

@@ -78,7 +78,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from service.server import serve
+    from service.hosting.server import serve
 
     return serve(args)
 
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_training_flags(p)
         p.set_defaults(func=func)
 
-    from service.server import add_serve_flags
+    from service.hosting.server import add_serve_flags
 
     p = sub.add_parser("serve", help="serve the model repository over HTTP")
     add_serve_flags(p)

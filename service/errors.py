@@ -19,7 +19,7 @@
     ├── NotReady                 503  not_ready               model or server not (yet/any more) ready
     └── DeadlineExceeded         504  deadline_exceeded       waited in the queue past the request's deadline
 
-The single handler in ``service.api.error_handler`` turns any of them into ``{"error": message, "code": code}``.
+The single handler in ``service.protocols.http_errors`` turns any of them into ``{"error": message, "code": code}``.
 """
 
 from __future__ import annotations

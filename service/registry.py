@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from service.batcher import Batcher, Tensors
 from service.errors import ModelLoadFailed, ModelNotFound, VersionNotFound
+from service.hosting.memory import release_free_memory
 from service.manifest import MODEL_FILE, Manifest, sha256_of
-from service.memory import release_free_memory
 from service.metrics import ServiceMetrics
 from service.model_repository import list_models, list_versions, version_dir
 from service.runtime import ProviderUnavailable, Runtime, RuntimeOptions

@@ -21,7 +21,7 @@ from service.bench.inprocess import raw_throughput
 from service.bench.loadgen import LoadResult, run_load
 from service.bench.payloads import build, test_inputs
 from service.bench.scrape import batch_histogram, cpu_seconds, rss_mb, scrape, tree_pids
-from service.launcher import serve_subprocess
+from service.hosting.launcher import serve_subprocess
 from service.manifest import Manifest
 from service.model_repository import list_versions
 

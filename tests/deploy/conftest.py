@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from service.launcher import serve_subprocess
+from service.hosting.launcher import serve_subprocess
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service.launcher import serve_subprocess
+from service.hosting.launcher import serve_subprocess
 
 
 @contextmanager

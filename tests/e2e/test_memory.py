@@ -1,5 +1,5 @@
 """A real server's resident memory: all four models under the 300 MB target, and what big batches borrowed is
-handed back (onnxruntime's arena off, glibc trimmed periodically: service.memory)."""
+handed back (onnxruntime's arena off, glibc trimmed periodically: service.hosting.memory)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from service.launcher import serve_subprocess
+from service.hosting.launcher import serve_subprocess
 
 
 def rss_mb(pid: int) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from service.launcher import serve_subprocess
+from service.hosting.launcher import serve_subprocess
 from tests.e2e.server_process import nnserve_process
 
 
@@ -118,7 +118,7 @@ def test_two_workers_share_one_metrics_view(models_dir: Path, tmp_path: Path) ->
 
 
 def test_each_response_leaves_in_one_tcp_segment(server: str) -> None:
-    """The server's writes are coalesced (service.http_protocol): head and body of an answer in one send."""
+    """The server's writes are coalesced (service.hosting.http_protocol): head and body of an answer in one send."""
     import orjson
 
     from tests.service.test_http_protocol import data_segments_received
@@ -189,7 +189,7 @@ def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from service.launcher import free_port
+    from service.hosting.launcher import free_port
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -245,7 +245,7 @@ def test_ctrl_c_in_a_terminal_drains_every_worker(models_dir: Path, tmp_path: Pa
     import sys
     import time
 
-    from service.launcher import free_port
+    from service.hosting.launcher import free_port
 
     port = free_port()
     log = tmp_path / "server.log"

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.access_log import CHUNK_BYTES, AccessLogWriter, RequestIds
+from service.hosting.access_log import CHUNK_BYTES, AccessLogWriter, RequestIds
 from tests.service.conftest import running_app
 
 ZEROS = [[0] * 28] * 28

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 from starlette.types import Receive, Scope, Send
 
-from service.api.fast_path import InferenceFastPath
 from service.app import create_app
+from service.protocols.hot_routes import InferenceFastPath
 from service.settings import Settings
 
 ZEROS = [[0] * 28] * 28

@@ -6,7 +6,7 @@ import asyncio
 import socket
 import struct
 
-from service.http_protocol import CoalescingTransport
+from service.hosting.http_protocol import CoalescingTransport
 
 TCPI_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp_info (linux/tcp.h, since 4.6)
 

@@ -11,10 +11,10 @@ import hmac
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api.common import json_response, parse_json, read_body
-from service.api.context import AppContext
 from service.errors import Conflict, MalformedRequest, Unauthorized
 from service.model_repository import list_models, list_versions
+from service.protocols.context import AppContext
+from service.protocols.http_io import json_response, parse_json, read_body
 
 
 def build_router(ctx: AppContext) -> APIRouter:

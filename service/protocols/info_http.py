@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.api.common import json_response
-from service.api.context import AppContext
+from service.protocols.context import AppContext
+from service.protocols.http_io import json_response
 from service.registry import ServedModel
 
 

@@ -9,8 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from service.api.common import json_response
 from service.errors import NNServeError
+from service.protocols.http_io import json_response
 
 log = logging.getLogger("nnserve")
 

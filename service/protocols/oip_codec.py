@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.api.common import parse_json
 from service.errors import InvalidDatatype, InvalidShape, InvalidValue, MalformedRequest
 from service.manifest import Manifest, SequencePreprocessing
 from service.preprocess import check_finite
+from service.protocols.http_io import parse_json
 
 HEADER = "inference-header-content-length"
 TO_NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,

@@ -75,10 +75,10 @@ def prepare_multiprocess_metrics() -> None:
 
 
 def http_protocol() -> Any:
-    """uvicorn's httptools protocol with coalesced writes (service.http_protocol); uvicorn's choice without
+    """uvicorn's httptools protocol with coalesced writes (service.hosting.http_protocol); uvicorn's choice without
     httptools."""
     try:
-        from service.http_protocol import CoalescingHttpToolsProtocol
+        from service.hosting.http_protocol import CoalescingHttpToolsProtocol
     except ImportError:
         return "auto"
     return CoalescingHttpToolsProtocol
@@ -98,7 +98,7 @@ def uvicorn_config(settings: Settings) -> Any:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.workers import serve_group, serve_worker
+    from service.hosting.workers import serve_group, serve_worker
 
     apply_flags(args)
     settings = Settings()

@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.api.common import RequestTracker, json_response, parse_version, read_body
-from service.api.context import AppContext
-from service.api.v2_codec import FROM_MANIFEST, HEADER, decode_request, encode_response
 from service.errors import NotReady
+from service.protocols.context import AppContext
+from service.protocols.http_io import RequestTracker, json_response, parse_version, read_body
+from service.protocols.oip_codec import FROM_MANIFEST, HEADER, decode_request, encode_response
 from service.registry import ServedModel
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository(unload_dependents)"]

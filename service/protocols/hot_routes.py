@@ -16,9 +16,9 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.context import AppContext
-from service.api.error_handler import error_response, unexpected_error_response
 from service.errors import NNServeError
+from service.protocols.context import AppContext
+from service.protocols.http_errors import error_response, unexpected_error_response
 
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 

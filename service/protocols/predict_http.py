@@ -11,8 +11,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from service.api.common import RequestTracker, json_response, parse_json, parse_version, read_body
-from service.api.context import AppContext
 from service.batcher import Tensors
 from service.errors import InvalidValue, MalformedRequest, PayloadTooLarge, UnsupportedMediaType
 from service.manifest import ImagePreprocessing
@@ -24,6 +22,8 @@ from service.preprocess import (
     sequences_to_tensors,
     top_k_count,
 )
+from service.protocols.context import AppContext
+from service.protocols.http_io import RequestTracker, json_response, parse_json, parse_version, read_body
 from service.registry import ServedModel
 
 OPENAPI_BODY: dict[str, Any] = {

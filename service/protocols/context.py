@@ -21,7 +21,7 @@ class AppContext:
     registry: ModelRegistry
     started: bool = False
     accepting: bool = False
-    # The inference endpoints, by name, for the ASGI fast path (service.api.fast_path) to call directly.
+    # The inference endpoints, by name, for the ASGI fast path (service.protocols.hot_routes) to call directly.
     endpoints: dict[str, Callable[..., Awaitable[Response]]] = field(default_factory=dict)
 
     @property
