@@ -12,11 +12,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.dataplane import DataPlane
 from service.hosting.access_log import AccessLogMiddleware, AccessLogWriter
 from service.hosting.memory import MemoryTrimmer, release_free_memory
 from service.metrics import ServiceMetrics
+from service.model_views import server_version
 from service.protocols import info_http, oip_http, predict_http, repository_http
-from service.protocols.context import AppContext
 from service.protocols.hot_routes import InferenceFastPath
 from service.protocols.http_errors import install_error_handlers
 from service.registry import ModelRegistry
@@ -42,41 +43,45 @@ class NNServeApp(FastAPI):
 def create_app(settings: Settings | None = None) -> NNServeApp:
     settings = settings or Settings()
     metrics = ServiceMetrics()
-    ctx = AppContext(settings, metrics, ModelRegistry(settings, metrics))
+    plane = DataPlane(settings, metrics, ModelRegistry(settings, metrics))
     access_log = AccessLogWriter() if settings.access_log else None
     trimmer = MemoryTrimmer(settings.memory_trim_interval_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ctx.registry.load_repository()
+        await plane.registry.load_repository()
         gc.collect()
         release_free_memory()
         trimmer.start()
         gc.freeze()  # what start-up built lives on: keep it out of the collector's way (shorter pauses, tails)
-        ctx.started = ctx.accepting = True
-        for served in ctx.registry.served():
-            log.info("serving %s v%d on %s (%d onnxruntime threads, graph optimisation %s, loaded in %.2f s)",
-                     served.name, served.version, served.runtime.providers, served.runtime.options.intra_op_threads,
-                     served.runtime.graph_optimization, served.load_seconds)
+        plane.started = plane.accepting = True
+        for served in plane.registry.served():
+            runtime = served.runtime()
+            log.info("serving %s v%d on %s (%s onnxruntime threads, graph optimisation %s, %s, loaded in %.2f s)",
+                     served.name, served.version, runtime.get("providers"), runtime.get("intra_op_threads"),
+                     runtime.get("graph_optimization"), f"batches up to {served.policy.max_batch_size}"
+                     if served.policy.batching else f"unbatched: {served.policy.reason}", served.load_seconds)
         try:
             yield
         finally:
-            ctx.accepting = False
+            plane.accepting = False
             await trimmer.stop()
-            await ctx.registry.close()
+            await plane.registry.close()
             if access_log is not None:
                 access_log.flush()
             log.info("drained and stopped")
 
     app = NNServeApp(
-        title="nnserve", version=oip_http.server_version(), lifespan=lifespan,
+        title="nnserve", version=server_version(), lifespan=lifespan,
         description="Dynamically batched onnxruntime serving of the models in a nnserve repository.",
     )
-    app.state.ctx = ctx
+    app.state.plane = plane
     install_error_handlers(app)
-    for module in (predict_http, oip_http, repository_http, info_http):
-        app.include_router(module.build_router(ctx))
-    app.front = AccessLogMiddleware(InferenceFastPath(app.framework, ctx), access_log)
+    routers = [module.build_router(plane) for module in (predict_http, oip_http, repository_http, info_http)]
+    for router in routers:
+        app.include_router(router)
+    app.front = AccessLogMiddleware(InferenceFastPath(app.framework, routers), access_log)
+    app.state.routers = routers
     return app
 
 

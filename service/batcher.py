@@ -1,13 +1,17 @@
-"""The dynamic batcher of one served model.
+"""The dynamic batcher of one served model version.
 
-Requests (already validated: one bad request never fails others) are queued as items of one or more samples.
-A loop waits for a free compute slot, takes the first item, then everything else already queued up to
-``max_batch_size`` samples; with ``max_queue_delay > 0`` it also waits for more, the remaining wait recomputed
-after each arrival. With the default delay of 0 a lone request never waits for company: batches form from the
-requests that arrive while earlier batches compute. Each batch is one onnxruntime call in a worker thread, off the
-event loop; outputs are split back to each item's future. Items whose deadline passed while queued get
-``DeadlineExceeded`` and are never computed; a full queue answers ``Overloaded``; ``stop()`` refuses new items,
-drains what is queued, then ends the loop.
+Requests (already validated: one bad request never fails others) are queued as items of one or more rows. A loop
+waits for a free compute slot, takes the oldest item, then every other queued item that may share its batch, up to
+``max_batch_size`` rows: items may share a batch only when their tensors agree on every axis but the batch axis
+and the config's ragged axes (their ``key``), so requests of different shapes are never padded together. With
+``max_queue_delay > 0`` it also waits for more. With the default delay of 0 a lone request never waits for
+company: batches form from what arrives while earlier batches compute. A model that cannot batch
+(``max_batch_size 0``) runs each item alone, outputs whole.
+
+Each batch is one backend call in a worker thread, off the event loop; outputs are split back by rows. An item
+still queued at its deadline gets ``DeadlineExceeded`` and is never computed; once its batch is taken, the
+deadline no longer applies (a computed result is never thrown away). A full queue answers ``Overloaded``;
+``stop()`` refuses new items, drains what is queued, then ends the loop.
 """
 
 from __future__ import annotations
@@ -15,16 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from service.backends import Tensors
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
-
-Tensors = dict[str, np.ndarray]
 
 
 class BatchObserver(Protocol):
@@ -37,13 +41,16 @@ class BatchObserver(Protocol):
 class Item:
     inputs: Tensors
     size: int
+    key: Hashable
     future: asyncio.Future[Tensors]
     enqueued: float
     deadline: float
+    timer: asyncio.TimerHandle | None = None
+    taken: bool = False
 
 
-def merge(items: list[Item]) -> Tensors:
-    """Concatenate the items' inputs along the batch axis, padding other axes (sequence time) to the longest."""
+def merge(items: list[Item], pad_values: dict[str, float]) -> Tensors:
+    """Concatenate the items' inputs along the batch axis; a ragged axis is padded to the batch's longest."""
     if len(items) == 1:
         return items[0].inputs
     merged: Tensors = {}
@@ -53,7 +60,7 @@ def merge(items: list[Item]) -> Tensors:
             merged[name] = np.concatenate(arrays)
             continue
         longest = tuple(max(dims) for dims in zip(*(a.shape[1:] for a in arrays), strict=True))
-        out = np.zeros((sum(len(a) for a in arrays), *longest), dtype=arrays[0].dtype)
+        out = np.full((sum(len(a) for a in arrays), *longest), pad_values.get(name, 0), dtype=arrays[0].dtype)
         row = 0
         for a in arrays:
             out[(slice(row, row + len(a)), *(slice(0, d) for d in a.shape[1:]))] = a
@@ -65,8 +72,7 @@ def merge(items: list[Item]) -> Tensors:
 class Batcher:
     def __init__(
         self,
-        run: Callable[[Tensors], list[np.ndarray]],
-        output_names: list[str],
+        run: Callable[[Tensors], Tensors],
         executor: Executor,
         observer: BatchObserver,
         *,
@@ -74,18 +80,20 @@ class Batcher:
         max_queue_delay_s: float,
         max_queue_size: int,
         concurrency: int,
+        pad_values: dict[str, float] | None = None,
         name: str = "model",
     ) -> None:
         self._run = run
-        self._output_names = output_names
         self._executor = executor
         self._observer = observer
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = max_batch_size  # 0: unbatched, each item alone
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
         self.name = name
-        self._queue: asyncio.Queue[Item] = asyncio.Queue()
+        self._pad_values = pad_values or {}
+        self._queue: deque[Item] = deque()
         self._queued_samples = 0
+        self._arrival: asyncio.Future[None] | None = None
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -95,8 +103,12 @@ class Batcher:
         self._accepting = True
         self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop(), name=f"batcher-{self.name}")
 
-    async def submit(self, inputs: Tensors, size: int, timeout_s: float) -> Tensors:
-        """Queue one validated item of ``size`` samples; return its outputs."""
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    async def submit(self, inputs: Tensors, size: int, timeout_s: float, key: Hashable = None) -> Tensors:
+        """Queue one validated item of ``size`` rows (at most ``max_batch_size``); return its outputs."""
         if not self._accepting:
             raise NotReady(f"model {self.name} is shutting down or unloaded; not accepting requests")
         if self._queued_samples + size > self.max_queue_size:
@@ -106,57 +118,85 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
-        item = Item(inputs, size, loop.create_future(), now, now + timeout_s)
+        item = Item(inputs, size, key, loop.create_future(), now, now + timeout_s)
         self._queued_samples += size
-        self._queue.put_nowait(item)
+        self._queue.append(item)
         self._observer.queued(self._queued_samples)
-        # One timer per request (asyncio.wait_for would add a task-like wrapper and two callbacks); cancelling
-        # the waiting task cancels the future, which the batch then skips.
-        timer = loop.call_at(item.deadline, self._expire, item.future, timeout_s)
+        if self._arrival is not None and not self._arrival.done():
+            self._arrival.set_result(None)
+        # One timer per request; cancelling the waiting task cancels the future, which the batch then skips.
+        item.timer = loop.call_at(item.deadline, self._expire, item, timeout_s)
         try:
             return await item.future
         finally:
-            timer.cancel()
+            item.timer.cancel()
+            if not item.taken:  # expired or cancelled while queued: its place is free again
+                self._forget(item)
 
-    def _expire(self, future: asyncio.Future[Tensors], timeout_s: float) -> None:
-        if not future.done():
-            future.set_exception(DeadlineExceeded(
-                f"model {self.name}: no result within the request timeout of {timeout_s * 1000:.0f} ms"))
+    def _forget(self, item: Item) -> None:
+        with contextlib.suppress(ValueError):
+            self._queue.remove(item)
+            self._queued_samples -= item.size
+            self._observer.queued(self._queued_samples)
 
-    async def _next_batch(self, first: Item) -> tuple[list[Item], Item | None]:
+    def _expire(self, item: Item, timeout_s: float) -> None:
+        if not item.future.done():
+            item.future.set_exception(DeadlineExceeded(
+                f"model {self.name}: still queued after the request timeout of {timeout_s * 1000:.0f} ms; "
+                f"not computed"))
+
+    def _take(self, batch: list[Item], size: int) -> int:
+        """Move the queued items that may join ``batch`` into it, oldest first; return its size in rows."""
+        key = batch[0].key
+        keep: deque[Item] = deque()
+        while self._queue and size < self.max_batch_size:
+            item = self._queue.popleft()
+            if item.key != key:
+                keep.append(item)
+            elif size + item.size > self.max_batch_size:
+                keep.append(item)
+                break
+            else:
+                batch.append(item)
+                size += item.size
+        if keep:
+            keep.extend(self._queue)
+            self._queue = keep
+        return size
+
+    async def _next_batch(self) -> list[Item]:
         loop = asyncio.get_running_loop()
-        batch, size = [first], first.size
+        while not self._queue:
+            self._arrival = loop.create_future()
+            await self._arrival
+        first = self._queue.popleft()
+        batch = [first]
+        if self.max_batch_size == 0:
+            return batch
+        size = self._take(batch, first.size)
         wait_until = loop.time() + self.max_queue_delay_s
-        while size < self.max_batch_size:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = wait_until - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            if size + item.size > self.max_batch_size:
-                return batch, item
-            batch.append(item)
-            size += item.size
-        return batch, None
+        while size < self.max_batch_size and (remaining := wait_until - loop.time()) > 0:
+            self._arrival = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrival, remaining)
+            size = self._take(batch, size)
+        return batch
 
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        carried: Item | None = None
         while True:
             await self._slots.acquire()
             try:
-                first = carried or await self._queue.get()
-                batch, carried = await self._next_batch(first)
+                batch = await self._next_batch()
             except BaseException:
                 self._slots.release()
                 raise
+            for item in batch:
+                item.taken = True
+                if item.timer is not None:
+                    item.timer.cancel()  # from here on the result, once computed, is delivered
             self._queued_samples -= sum(item.size for item in batch)
-            self._observer.queued(self._queued_samples + (carried.size if carried else 0))
+            self._observer.queued(self._queued_samples)
             task = loop.create_task(self._execute(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -167,54 +207,58 @@ class Batcher:
             now = loop.time()
             live = []
             for item in batch:
-                if item.future.done():  # the client went away or timed out
+                if item.future.done():  # the client went away, or its deadline passed
                     continue
-                if item.deadline <= now:
-                    item.future.set_exception(DeadlineExceeded(
-                        f"model {self.name}: waited {(now - item.enqueued) * 1000:.0f} ms in the queue, past the "
-                        f"request timeout; not computed"))
+                if item.deadline <= now:  # past it before its timer could run: still never computed
+                    self._expire(item, item.deadline - item.enqueued)
                     continue
                 live.append(item)
                 self._observer.waited(now - item.enqueued)
-            if not live:
-                return
-            total = sum(item.size for item in live)
-            start = time.perf_counter()
-            try:
-                outputs = await loop.run_in_executor(self._executor, self._run, merge(live))
-                for name, out in zip(self._output_names, outputs, strict=True):
-                    if len(out) != total:
-                        raise InferenceFailed(f"model {self.name}: batch size mismatch: {total} samples in, "
-                                              f"{len(out)} rows of {name} out")
-            except Exception as error:  # one failed batch fails each of its futures, never the loop
-                failure = error if isinstance(error, InferenceFailed) else InferenceFailed(
-                    f"model {self.name}: onnxruntime failed on a batch of {total}: {error}")
-                for item in live:
-                    if not item.future.done():
-                        item.future.set_exception(failure)
-                return
-            self._observer.computed(total, time.perf_counter() - start)
-            row = 0
-            for item in live:
-                if not item.future.done():
-                    item.future.set_result({n: o[row:row + item.size] for n, o in
-                                            zip(self._output_names, outputs, strict=True)})
-                row += item.size
+            if live:
+                await self._compute(loop, live)
         finally:
             self._slots.release()
+
+    async def _compute(self, loop: asyncio.AbstractEventLoop, live: list[Item]) -> None:
+        total = sum(item.size for item in live)
+        start = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, merge(live, self._pad_values))
+            if self.max_batch_size:
+                for name, out in outputs.items():
+                    if out.ndim == 0 or len(out) != total:
+                        raise InferenceFailed(f"model {self.name}: batch size mismatch: {total} rows in, "
+                                              f"output {name} of shape {list(out.shape)} out")
+        except Exception as error:  # one failed batch fails each of its futures, never the loop
+            failure = error if isinstance(error, InferenceFailed) else InferenceFailed(
+                f"model {self.name}: the backend failed on a batch of {total}: {error}")
+            for item in live:
+                if not item.future.done():
+                    item.future.set_exception(failure)
+            return
+        self._observer.computed(total, time.perf_counter() - start)
+        if not self.max_batch_size:
+            if not live[0].future.done():
+                live[0].future.set_result(outputs)
+            return
+        row = 0
+        for item in live:
+            if not item.future.done():
+                item.future.set_result({n: o[row:row + item.size] for n, o in outputs.items()})
+            row += item.size
 
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
         """Refuse new items, finish what is queued and computing, then end the loop."""
         self._accepting = False
         loop = asyncio.get_running_loop()
         give_up = loop.time() + drain_timeout_s
-        while (self._queued_samples > 0 or self._tasks) and loop.time() < give_up:
+        while (self._queue or self._tasks) and loop.time() < give_up:
             await asyncio.sleep(0.005)
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        while self._queue:
+            item = self._queue.popleft()
             if not item.future.done():
                 item.future.set_exception(NotReady(f"model {self.name}: stopped before this request ran"))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FAMILIES = ("mlp", "cnn", "resnet", "lstm")
+from training.families import FAMILIES
 
 
 def _training_options(args: argparse.Namespace) -> Any:
@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from training.export import GateFailed
+    from training.gates import GateFailed
     from training.pipeline import export
 
     try:
@@ -69,11 +69,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     except GateFailed as error:
         print(f"{args.model}: NOT PUBLISHED: {error}", file=sys.stderr)
         return 1
-    assert result.manifest is not None
-    m = result.manifest
+    metrics, parity = result.report.metrics, result.report.parity
+    assert metrics is not None and parity is not None
     print(f"{args.model}: published version {result.version} at {result.path} "
-          f"(onnx test accuracy {m.metrics.onnx_test_accuracy:.4f}, "
-          f"parity {max(m.parity.max_abs_diff.values()):.1e})")
+          f"(onnx test accuracy {metrics.onnx_test_accuracy:.4f}, parity {max(parity.max_abs_diff.values()):.1e})")
     return 0
 
 
@@ -93,17 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnserve", description="Train, export and serve neural networks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pipeline", help="train, export, verify and publish models")
-    p.add_argument("--models", default=",".join(FAMILIES), help="comma-separated subset of mlp,cnn,resnet,lstm")
+    p = sub.add_parser("pipeline", help="train, export, verify and publish the built-in models")
+    p.add_argument("--models", default=",".join(FAMILIES), help="comma-separated subset of " + ",".join(FAMILIES))
     _add_training_flags(p)
     p.set_defaults(func=cmd_pipeline)
 
-    for name, func, text in (("train", cmd_train, "train one model into a checkpoint"),
-                             ("export", cmd_export, "export a checkpoint through the gates and publish it")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("model", choices=FAMILIES)
-        _add_training_flags(p)
-        p.set_defaults(func=func)
+    p = sub.add_parser("train", help="train one built-in model into a checkpoint")
+    p.add_argument("model", choices=list(FAMILIES))
+    _add_training_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a built-in checkpoint through the gates and publish it")
+    p.add_argument("model", choices=list(FAMILIES))
+    _add_training_flags(p)
+    p.set_defaults(func=cmd_export)
 
     from service.hosting.server import add_serve_flags
 

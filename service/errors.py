@@ -109,6 +109,10 @@ class DeadlineExceeded(NNServeError):
     status, code = 504, "deadline_exceeded"
 
 
+class ClientGone(Exception):
+    """The client disconnected (or cancelled) before its request was read or answered: nobody to answer."""
+
+
 # Which rejection reason (metric label) each error counts as; anything else 4xx is "invalid".
 def rejection_reason(error: NNServeError) -> str | None:
     if isinstance(error, Overloaded):

@@ -1,26 +1,33 @@
-"""Served models: name/version -> (manifest, onnxruntime session, batcher). Load, swap, unload.
+"""Served models: name/version -> a loaded version with its input check, processors and batcher. Load, swap,
+unload.
 
-Loading a version builds and warms everything before it is swapped in, so a broken model never replaces the
-serving one. Requests ask for a name and optionally a version; without one they get the newest loaded.
+Loading a version builds and warms everything (``service.loading``) before it is swapped in, so a broken model
+never replaces the serving one. Requests ask for a name and optionally a version; without one they get the newest
+loaded. A retired version (swapped out or unloaded) finishes what it queued and is marked ``retired``, so a
+request that looked it up before the swap can look again (``service.dataplane``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError
-
-from service.batcher import Batcher, Tensors
+from service.backends import Backend
+from service.batcher import Batcher
+from service.config import ModelConfig
 from service.errors import ModelLoadFailed, ModelNotFound, VersionNotFound
 from service.hosting.memory import release_free_memory
-from service.manifest import MODEL_FILE, Manifest, sha256_of
+from service.input_check import InputCheck
+from service.loading import BatchPolicy, LoadedVersion, load_version
 from service.metrics import ServiceMetrics
-from service.model_repository import list_models, list_versions, version_dir
-from service.runtime import ProviderUnavailable, Runtime, RuntimeOptions
+from service.processors import InputProcessor, OutputProcessor, input_processor, output_processor
+from service.report import TrainingReport
+from service.repository import list_models, list_versions, version_dir
 from service.settings import Settings
 
 log = logging.getLogger("nnserve")
@@ -46,22 +53,33 @@ class _Observer:
 
 @dataclass(eq=False)
 class ServedModel:
-    manifest: Manifest
-    runtime: Runtime
+    config: ModelConfig
+    report: TrainingReport | None
+    backend: Backend
+    policy: BatchPolicy
+    check: InputCheck
+    inputs: InputProcessor
+    outputs: OutputProcessor
     batcher: Batcher
     path: Path
     load_seconds: float = 0.0
+    retired: bool = False
 
     @property
     def name(self) -> str:
-        return self.manifest.name
+        return self.config.name
 
     @property
     def version(self) -> int:
-        return self.manifest.version
+        return self.config.version
 
-    async def infer(self, inputs: Tensors, size: int, timeout_s: float) -> Tensors:
-        return await self.batcher.submit(inputs, size, timeout_s)
+    @functools.cached_property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.config.outputs]
+
+    def runtime(self) -> dict[str, Any]:
+        """How it runs: the backend's own description (providers, threads...)."""
+        return self.backend.describe()
 
 
 class ModelRegistry:
@@ -71,10 +89,8 @@ class ModelRegistry:
         self.root = settings.repository
         self.models: dict[str, dict[int, ServedModel]] = {}
         self.failures: dict[str, str] = {}
-        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="onnxruntime")
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="backend")
         self._lock = asyncio.Lock()
-        self.options = RuntimeOptions(settings.providers, settings.onnxruntime_threads(),
-                                      settings.graph_optimization, settings.spin_wait, settings.memory_arena)
 
     # -- lookup -------------------------------------------------------------------------------------------
     def get(self, name: str, version: int | None = None) -> ServedModel:
@@ -106,32 +122,20 @@ class ModelRegistry:
         return available[-1:]
 
     def _build(self, name: str, version: int) -> ServedModel:
-        folder = version_dir(self.root, name, version)
-        try:
-            manifest = Manifest.load(folder)
-        except (OSError, ValidationError, ValueError) as error:
-            raise ModelLoadFailed(f"model '{name}' version {version}: bad manifest.json: {error}") from error
-        if manifest.name != name or manifest.version != version:
-            raise ModelLoadFailed(f"{folder}: manifest says {manifest.name} v{manifest.version}")
-        digest = sha256_of(folder / MODEL_FILE)
-        if digest != manifest.sha256:
-            raise ModelLoadFailed(f"model '{name}' version {version}: model.onnx sha256 {digest} does not match "
-                                  f"the manifest's {manifest.sha256}")
-        try:
-            runtime = Runtime(folder / MODEL_FILE, manifest.inputs, self.options)
-            runtime.warmup(self.settings.warmup_batch_sizes)
-        except ProviderUnavailable:
-            raise
-        except Exception as error:  # onnxruntime raises its own types for a broken graph
-            raise ModelLoadFailed(f"model '{name}' version {version}: onnxruntime cannot load or run "
-                                  f"model.onnx: {error}") from error
-        s = self.settings
+        loaded = load_version(version_dir(self.root, name, version), name, version, self.settings)
+        return self.serve(loaded)
+
+    def serve(self, loaded: LoadedVersion) -> ServedModel:
+        config, policy = loaded.config, loaded.policy
         batcher = Batcher(
-            runtime.run, runtime.output_names, self.executor, _Observer(self.metrics, name, str(version)),
-            max_batch_size=s.max_batch_size, max_queue_delay_s=s.max_queue_delay_ms / 1000,
-            max_queue_size=s.max_queue_size, concurrency=s.batch_concurrency, name=f"{name}:{version}",
+            loaded.backend.run, self.executor, _Observer(self.metrics, config.name, str(config.version)),
+            max_batch_size=policy.max_batch_size, max_queue_delay_s=policy.max_queue_delay_s,
+            max_queue_size=policy.max_queue_size, concurrency=policy.concurrency,
+            pad_values={a.input: a.pad_value for a in config.ragged}, name=f"{config.name}:{config.version}",
         )
-        return ServedModel(manifest, runtime, batcher, folder)
+        return ServedModel(config, loaded.report, loaded.backend, policy, InputCheck(config, policy.batching),
+                           input_processor(config, self.settings.max_image_pixels), output_processor(config),
+                           batcher, loaded.folder, loaded.load_seconds)
 
     async def load(self, name: str, versions: list[int] | None = None) -> list[ServedModel]:
         """Build, warm and start the versions of ``name``, then swap them in; the old ones are drained."""
@@ -141,12 +145,7 @@ class ModelRegistry:
                 if not wanted:
                     raise ModelLoadFailed(f"model '{name}': no complete version under {self.root / name}")
                 loop = asyncio.get_running_loop()
-                built = []
-                for version in wanted:
-                    start = loop.time()
-                    model = await loop.run_in_executor(self.executor, self._build, name, version)
-                    model.load_seconds = loop.time() - start
-                    built.append(model)
+                built = [await loop.run_in_executor(self.executor, self._build, name, v) for v in wanted]
             except ModelLoadFailed as error:
                 self.metrics.load_failures.labels(name).inc()
                 self.failures[name] = error.message
@@ -182,16 +181,18 @@ class ModelRegistry:
             release_free_memory()
 
     async def _retire(self, model: ServedModel) -> None:
+        model.retired = True
         await model.batcher.stop(self.settings.drain_timeout_s)
         self._mark(model, ready=False)
+        model.backend.close()
 
     def _mark(self, model: ServedModel, ready: bool) -> None:
         version = str(model.version)
         self.metrics.model_ready.labels(model.name, version).set(1 if ready else 0)
-        info = self.metrics.model_info.labels(model.name, version, ",".join(model.runtime.providers),
-                                              model.manifest.sha256)
+        providers = ",".join(model.runtime().get("providers", []))
+        info = self.metrics.model_info.labels(model.name, version, providers, model.config.sha256 or "")
         info.set(1 if ready else 0)
-        self.metrics.queue_capacity.labels(model.name, version).set(self.settings.max_queue_size)
+        self.metrics.queue_capacity.labels(model.name, version).set(model.policy.max_queue_size)
 
     async def close(self) -> None:
         for name in list(self.models):

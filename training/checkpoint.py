@@ -1,5 +1,5 @@
 """A checkpoint carries everything needed to rebuild, export and describe its model: the weights, the model's
-config, the training config and results, the dataset's file md5s and the preprocessing used."""
+config, the training config and results, the dataset's file md5s and the processing used."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from training.models import build_model
-from training.train import FitResult, TrainConfig
+from training.train import FitResult
+from training.train_config import TrainConfig
 
 DEFAULT_DIR = Path(".nnserve") / "checkpoints"
 

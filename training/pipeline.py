@@ -9,12 +9,14 @@ from pathlib import Path
 import torch
 
 from training import checkpoint as ckpt
-from training.export import TARGET_ACCURACY, ExportResult, GateFailed, export_and_publish
+from training.export import ExportResult, export_and_publish
+from training.families import FAMILIES
+from training.gates import GateFailed
 from training.models import build_model, count_parameters
 from training.tasks import Task, load_task
-from training.train import DEFAULTS, TrainConfig, fit
+from training.train import fit
+from training.train_config import TrainConfig
 
-FAMILIES = ("mlp", "cnn", "resnet", "lstm")
 QUICK_SAMPLES = 512
 
 
@@ -45,7 +47,7 @@ class Row:
 
 
 def train_config(family: str, options: Options) -> TrainConfig:
-    config = replace(DEFAULTS[family], seed=options.seed)
+    config = replace(FAMILIES[family].train, seed=options.seed)
     if options.quick:
         config = replace(config, epochs=1)
     if options.epochs is not None:
@@ -73,7 +75,7 @@ def export(family: str, options: Options, task: Task | None = None) -> ExportRes
     checkpoint = ckpt.load(options.checkpoint_dir / f"{family}.pt")
     config = TrainConfig(**checkpoint.train_config)
     task = task or task_for(family, options, config)
-    min_accuracy = None if options.quick else TARGET_ACCURACY[family]
+    min_accuracy = None if options.quick else FAMILIES[family].target_accuracy
     return export_and_publish(checkpoint, task, options.repository, min_accuracy)
 
 
@@ -90,10 +92,11 @@ def run_one(family: str, options: Options) -> Row:
     except GateFailed as error:
         row.status = f"NOT PUBLISHED: {error}"
     else:
-        assert result.manifest is not None
-        row.torch_accuracy = result.manifest.metrics.torch_test_accuracy
-        row.onnx_accuracy = result.manifest.metrics.onnx_test_accuracy
-        row.parity = max(result.manifest.parity.max_abs_diff.values())
+        metrics, parity = result.report.metrics, result.report.parity
+        assert metrics is not None and parity is not None
+        row.torch_accuracy = metrics.torch_test_accuracy
+        row.onnx_accuracy = metrics.onnx_test_accuracy
+        row.parity = max(parity.max_abs_diff.values())
         row.version = result.version
     row.wall_time_s = time.perf_counter() - start
     return row

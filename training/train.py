@@ -16,35 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.tasks import Split, Task
-
-
-@dataclass
-class TrainConfig:
-    epochs: int
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9) or adamw
-    lr: float = 0.1  # the one-cycle peak
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    shift: int = 0  # random translation of images by up to this many pixels (pad + crop)
-    hflip: bool = False
-    seed: int = 0
-    val_fraction: float = 1 / 12  # 5,000 of Fashion-MNIST's 60,000
-    channels_last: bool = False
-
-
-DEFAULTS: dict[str, TrainConfig] = {
-    "mlp": TrainConfig(epochs=30, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
-                       label_smoothing=0.05, hflip=True),
-    "cnn": TrainConfig(epochs=12, batch_size=128, lr=0.1, weight_decay=5e-4, label_smoothing=0.05,
-                       shift=2, hflip=True, channels_last=True),
-    "resnet": TrainConfig(epochs=18, batch_size=128, lr=0.1, weight_decay=5e-4, label_smoothing=0.05,
-                          shift=2, hflip=True, channels_last=True),
-    "lstm": TrainConfig(epochs=60, batch_size=32, optimizer="adamw", lr=3e-3, weight_decay=1e-3,
-                        grad_clip=1.0, val_fraction=0.1),
-}
+from training.train_config import TrainConfig
 
 
 @dataclass

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from service.bench.inprocess import raw_throughput
 from service.bench.loadgen import LoadResult, run_load
-from service.bench.payloads import build, test_inputs
+from service.bench.payloads import build, samples
 from service.bench.scrape import batch_histogram, cpu_seconds, rss_mb, scrape, tree_pids
 from service.hosting.launcher import serve_subprocess
-from service.manifest import Manifest
-from service.model_repository import list_versions
+from service.loading import LoadedVersion, load_version
+from service.repository import list_versions
+from service.settings import Settings
 
 
 @dataclass
@@ -61,38 +62,40 @@ class Row:
         return self.load.rps * self.samples_per_request
 
 
-def measure(server: Server, manifest: Manifest, protocol: str, concurrency: int, args: argparse.Namespace,
+def measure(server: Server, model: LoadedVersion, protocol: str, concurrency: int, args: argparse.Namespace,
             raw: list) -> Row:  # type: ignore[type-arg]
-    payload = build(manifest, protocol, raw)
+    payload = build(model, protocol, raw)
     if args.warmup > 0:
         run_load(server.url, payload, concurrency, args.warmup)
     before, cpu_before = scrape(server.url), server.cpu()
     load = run_load(server.url, payload, concurrency, args.duration)
     after, cpu_after = scrape(server.url), server.cpu()
-    hist = batch_histogram(before, after, manifest.name)
+    hist = batch_histogram(before, after, model.config.name)
     batches = hist.get("+Inf", 0.0)
     ones = hist.get("1.0", 0.0)
     cores = os.cpu_count() or 1
-    return Row(manifest.name, protocol, concurrency, load, payload.samples_per_request, hist["mean"],
+    return Row(model.config.name, protocol, concurrency, load, payload.samples_per_request, hist["mean"],
                (batches - ones) / batches if batches else 0.0, (cpu_after - cpu_before) / load.seconds / cores,
                server.rss())
 
 
-def newest(repository: Path, name: str) -> Manifest:
+def newest(repository: Path, name: str) -> LoadedVersion:
+    """The newest version, loaded as a server would (its completed config, its batching) on the CPU."""
     versions = list_versions(repository / name)
     if not versions:
         raise SystemExit(f"no versions of {name} under {repository}")
-    return Manifest.load(repository / name / str(versions[-1]))
+    settings = Settings(providers="cpu", warmup_batch_sizes=[1], graph_optimization="all")
+    return load_version(repository / name / str(versions[-1]), name, versions[-1], settings)
 
 
 def run_matrix(server: Server, args: argparse.Namespace, models: list[str]) -> list[Row]:
     rows = []
     for name in models:
-        manifest = newest(args.repository, name)
-        raw = test_inputs(manifest, args.data_dir, args.samples)
+        model = newest(args.repository, name)
+        raw = samples(model, args.data_dir, args.samples)
         for protocol in args.protocols.split(","):
             for concurrency in (int(c) for c in args.concurrency.split(",")):
-                row = measure(server, manifest, protocol, concurrency, args, raw)
+                row = measure(server, model, protocol, concurrency, args, raw)
                 print(f"  {name:7} {protocol:9} c={concurrency:<3} {row.load.rps:8.0f} req/s  p50 "
                       f"{row.load.p50_ms:7.2f} ms  p99 {row.load.p99_ms:7.2f} ms  errors {row.load.errors}  "
                       f"mean batch {row.batch_mean:5.1f}", flush=True)
@@ -140,8 +143,8 @@ def bench(args: argparse.Namespace) -> int:
     print("raw in-process onnxruntime throughput (samples/s by batch size):", flush=True)
     raw_best = {}
     for name in models:
-        folder = args.repository / name / str(newest(args.repository, name).version)
-        result = raw_throughput(folder)
+        model = newest(args.repository, name)
+        result = raw_throughput(model, samples(model, args.data_dir, 1)[0].tensors)
         batch = max(result, key=lambda b: result[b])
         raw_best[name] = (result[batch], batch)
         print(f"  {name:7} " + "  ".join(f"b{b}: {v:,.0f}" for b, v in result.items()), flush=True)
@@ -176,10 +179,10 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def run_soak(server: Server, args: argparse.Namespace, model: str) -> str:
-    manifest = newest(args.repository, model)
+    loaded = newest(args.repository, model)
     protocol = args.protocols.split(",")[0]
     concurrency = max(int(c) for c in args.concurrency.split(","))
-    payload = build(manifest, protocol, test_inputs(manifest, args.data_dir, args.samples))
+    payload = build(loaded, protocol, samples(loaded, args.data_dir, args.samples))
     run_load(server.url, payload, concurrency, 5)
     start_rss = server.rss()
     print(f"soak: {model} {protocol} c={concurrency} for {args.soak:.0f} s, RSS {start_rss:.0f} MB", flush=True)

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from service.errors import NNServeError
+from service.errors import ClientGone, NNServeError
 from service.protocols.http_io import json_response
 
 log = logging.getLogger("nnserve")
@@ -28,6 +28,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NNServeError)
     async def nnserve_error(request: Request, error: NNServeError) -> Response:
         return error_response(error)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, error: ClientGone) -> Response:
+        return Response(status_code=499)  # nobody is left to read it
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:

@@ -1,21 +1,15 @@
-"""What every endpoint shares: bounded body reading, JSON in and out, and per-request metrics."""
+"""What the HTTP endpoints share: bounded body reading, JSON in and out, a requested version, and the per-request
+record the access log writes (``scope["state"]``)."""
 
 from __future__ import annotations
 
-import time
-from types import TracebackType
 from typing import Any
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
-from starlette.requests import ClientDisconnect
 
-from service.errors import InvalidValue, MalformedRequest, NNServeError, PayloadTooLarge, rejection_reason
-from service.metrics import RequestMetrics, ServiceMetrics
-from service.registry import ServedModel
-
-UNKNOWN = "_unknown"  # the model label of requests for models that are not served (bounded cardinality)
+from service.errors import ClientGone, InvalidValue, MalformedRequest, PayloadTooLarge
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -26,7 +20,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     while True:  # the ASGI messages themselves: Request.stream()'s async generator costs more than the copy
         message = await request.receive()
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
+            raise ClientGone()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -66,45 +60,7 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
                     headers=headers, media_type="application/json")
 
 
-class RequestTracker:
-    """Counts one model request (outcome, code, latency) and keeps the in-flight gauge; feeds the access log."""
-
-    def __init__(self, request: Request, metrics: ServiceMetrics, protocol: str) -> None:
-        self.request = request
-        self.metrics = metrics
-        self.protocol = protocol
-        self.bound: RequestMetrics | None = None  # until bind(): a request for no served model
-        self.start = time.perf_counter()
-
-    def bind(self, served: ServedModel) -> None:
-        self.bound = self.metrics.for_request(served.name, str(served.version), self.protocol)
-        state = self.request.scope.setdefault("state", {})  # what request.state wraps; the access log reads it
-        state["model"], state["version"] = served.name, served.version
-        self.bound.in_flight.inc()
-
-    def preprocessed(self, start: float) -> None:
-        if self.bound is not None:
-            self.bound.preprocess.observe(time.perf_counter() - start)
-
-    def __enter__(self) -> RequestTracker:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None,
-                 ) -> None:
-        bound = self.bound
-        if bound is not None:
-            bound.in_flight.dec()
-        else:
-            bound = self.metrics.for_request(UNKNOWN, "", self.protocol)
-        if error is None:
-            bound.count("success", "200")
-        elif isinstance(error, NNServeError):
-            reason = rejection_reason(error)
-            if reason:
-                bound.reject(reason)
-            bound.count(reason or ("error" if error.status >= 500 else "invalid"), str(error.status))
-        elif isinstance(error, Exception) and not isinstance(error, ClientDisconnect):
-            bound.count("error", "500")
-        else:  # cancelled or disconnected: the client went away
-            bound.count("cancelled", "499")
-        bound.latency.observe(time.perf_counter() - self.start)
+def log_record(request: Request) -> dict[str, Any]:
+    """The request's access-log fields (``request.state`` lives in ``scope["state"]``)."""
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    return state

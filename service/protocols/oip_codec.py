@@ -1,8 +1,11 @@
-"""Open Inference Protocol (KServe V2) tensors: JSON and Triton's binary tensor extension, in and out.
+"""Open Inference Protocol (KServe V2) tensors over HTTP: JSON and Triton's binary tensor extension, in and out.
 
 A binary request is ``<JSON header><raw tensor bytes...>``; the header's length is in the
 ``Inference-Header-Content-Length`` HTTP header and each binary input declares ``parameters.binary_data_size``;
-the tensors follow in input order. Every check names what was expected and what came.
+the tensors follow in input order. Every datatype of ``service.datatypes`` travels both ways, ``BYTES`` as JSON
+strings or as length-prefixed elements, scalars with shape ``[]``. Decoding checks only what the protocol itself
+says (a shape that does not hold the data given, sizes past the body, values that do not fit their datatype);
+whether the tensors fit the model is the data plane's check.
 """
 
 from __future__ import annotations
@@ -14,27 +17,19 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.errors import InvalidDatatype, InvalidShape, InvalidValue, MalformedRequest
-from service.manifest import Manifest, SequencePreprocessing
-from service.preprocess import check_finite
+from service.dataplane import InferRequest, InferResponse
+from service.datatypes import DTYPES, as_bytes_tensor, datatype_of, deserialize_bytes, element_size, serialize_bytes
+from service.errors import InvalidDatatype, InvalidShape, MalformedRequest
 from service.protocols.http_io import parse_json
 
 HEADER = "inference-header-content-length"
-TO_NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-            "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
-            "FP32": np.float32, "FP64": np.float64}
-FROM_MANIFEST = {"float32": "FP32", "int64": "INT64"}
-DTYPES = {name: np.dtype(t) for name, t in TO_NUMPY.items()}
-DATATYPES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 @dataclass
-class InferRequest:
-    id: str | None
-    inputs: dict[str, np.ndarray]
-    batch: int
-    binary_outputs: set[str]
-    outputs: list[str]
+class DecodedInfer:
+    request: InferRequest
+    binary_outputs: set[str]  # outputs asked for as binary data
+    all_binary: bool  # parameters.binary_data_output: every output binary
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
@@ -57,29 +52,22 @@ def _shape(value: Any, name: str) -> list[int]:
     return value
 
 
-def decode_request(body: bytes, header_length: str | None, manifest: Manifest, max_batch: int) -> InferRequest:
+def decode_request(body: bytes, header_length: str | None, model: str, version: int | None) -> DecodedInfer:
     payload, binary = split_body(body, header_length)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise MalformedRequest("inference request: expected a JSON object with an \"inputs\" list")
-    specs = {s.name: s for s in manifest.inputs}
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for raw in payload["inputs"]:
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise MalformedRequest("each input needs \"name\", \"shape\", \"datatype\" and data")
         name = raw["name"]
-        if name not in specs:
-            raise MalformedRequest(f"unknown input '{name}'; model '{manifest.name}' takes {sorted(specs)}")
         if name in arrays:
             raise MalformedRequest(f"input '{name}' given twice")
-        spec = specs[name]
         shape = _shape(raw.get("shape"), name)
         datatype = raw.get("datatype")
-        expected_type = FROM_MANIFEST[spec.dtype]
-        if datatype != expected_type:
-            raise InvalidDatatype(f"input '{name}': expected datatype {expected_type}, received {datatype!r}")
-        dtype = DTYPES[expected_type]
-        count = math.prod(shape)
+        if datatype not in DTYPES:
+            raise InvalidDatatype(f"input '{name}': datatype {datatype!r} is not one of {list(DTYPES)}")
         params = raw.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
@@ -88,109 +76,98 @@ def decode_request(body: bytes, header_length: str | None, manifest: Manifest, m
             if offset + size > len(binary):
                 raise MalformedRequest(f"input '{name}': binary_data_size {size} at offset {offset} runs past the "
                                        f"{len(binary)} binary bytes after the header")
-            if size != count * dtype.itemsize:
-                raise InvalidShape(f"input '{name}': shape {shape} of {expected_type} needs "
-                                   f"{count * dtype.itemsize} bytes, binary_data_size is {size}")
-            array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
+            arrays[name] = tensor_from_bytes(memoryview(binary)[offset:offset + size], datatype, shape, name)
             offset += size
         else:
             if "data" not in raw:
                 raise MalformedRequest(f"input '{name}': no \"data\" and no binary_data_size")
-            try:
-                array = np.asarray(raw["data"], dtype=dtype)
-            except (ValueError, TypeError, OverflowError) as error:
-                raise InvalidDatatype(f"input '{name}': data is not a (regular) array of {expected_type} numbers: "
-                                      f"{error}") from None
-            if array.size != count:
-                raise InvalidShape(f"input '{name}': shape {shape} holds {count} values, data has {array.size}")
-            array = array.reshape(shape)
-        _check_shape(array, spec.shape, name, max_batch)
-        arrays[name] = array
+            arrays[name] = tensor_from_json(raw["data"], datatype, shape, name)
     if offset != len(binary):
         raise MalformedRequest(f"{len(binary)} binary bytes follow the header but the inputs declare {offset}")
-    missing = sorted(set(specs) - set(arrays))
-    if missing:
-        raise MalformedRequest(f"missing input(s) {missing}; model '{manifest.name}' takes {sorted(specs)}")
-    batch = _batch(arrays)
-    for name, array in arrays.items():
-        check_finite(array, f"input '{name}'")
-    if isinstance(manifest.preprocessing, SequencePreprocessing):
-        _check_lengths(arrays, manifest.preprocessing)
-    outputs, binary_outputs = _requested_outputs(payload, manifest)
+    outputs, binary_outputs, all_binary = _requested_outputs(payload)
     request_id = payload.get("id")
-    return InferRequest(request_id if isinstance(request_id, str) else None, arrays, batch, binary_outputs, outputs)
+    return DecodedInfer(InferRequest(model, version, arrays, outputs, request_id if isinstance(request_id, str)
+                                     else None), binary_outputs, all_binary)
 
 
-def _check_shape(array: np.ndarray, expected: list[int], name: str, max_batch: int) -> None:
-    if array.ndim != len(expected) or any(d != -1 and d != a for d, a in zip(expected, array.shape, strict=True)):
-        pretty = ", ".join(str(d) for d in expected)
-        raise InvalidShape(f"input '{name}': expected shape [{pretty}], received {list(array.shape)}")
-    if array.shape[0] == 0 or 0 in array.shape:
-        raise InvalidShape(f"input '{name}': empty tensor {list(array.shape)}")
-    if array.shape[0] > max_batch:
-        raise InvalidShape(f"input '{name}': batch of {array.shape[0]} exceeds the limit of {max_batch}")
+def tensor_from_bytes(data: memoryview, datatype: str, shape: list[int], name: str) -> np.ndarray:
+    """Raw little-endian elements (or length-prefixed ones, for BYTES) -> an array of ``shape``."""
+    count = math.prod(shape)
+    itemsize = element_size(datatype)
+    if itemsize is None:
+        return deserialize_bytes(data, count, f"input '{name}'").reshape(shape)
+    if len(data) != count * itemsize:
+        raise InvalidShape(f"input '{name}': shape {shape} of {datatype} needs {count * itemsize} bytes, "
+                           f"binary_data_size is {len(data)}")
+    return np.frombuffer(data, dtype=DTYPES[datatype], count=count).reshape(shape)
 
 
-def _batch(arrays: dict[str, np.ndarray]) -> int:
-    sizes = {name: a.shape[0] for name, a in arrays.items()}
-    if len(set(sizes.values())) != 1:
-        raise InvalidShape(f"inputs disagree on the batch size: {sizes}")
-    return int(next(iter(sizes.values())))
+def tensor_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
+    """JSON ``data`` (flat or nested, row-major) -> an array of ``shape``, every value checked to fit."""
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        flat = np.asarray(data, dtype=object).ravel().tolist() if isinstance(data, list) else [data]
+        array = as_bytes_tensor(flat, (len(flat),))
+    else:
+        dtype = DTYPES[datatype]
+        try:
+            if dtype.kind in "iu":  # a float or out-of-range value must not be truncated or wrapped around
+                parsed = np.asarray(data)
+                if parsed.size and (parsed.dtype.kind not in "iub" or parsed.min() < np.iinfo(dtype).min
+                                    or parsed.max() > np.iinfo(dtype).max):
+                    raise ValueError(f"values must be integers in [{np.iinfo(dtype).min}, {np.iinfo(dtype).max}]")
+                array = parsed.astype(dtype)
+            else:
+                array = np.asarray(data, dtype=dtype)
+        except (ValueError, TypeError, OverflowError) as error:
+            raise InvalidDatatype(f"input '{name}': data is not a (regular) array of {datatype} values: "
+                                  f"{error}") from None
+    if array.size != count:
+        raise InvalidShape(f"input '{name}': shape {shape} holds {count} values, data has {array.size}")
+    return array.reshape(shape)
 
 
-def _check_lengths(arrays: dict[str, np.ndarray], spec: SequencePreprocessing) -> None:
-    time_steps = arrays["sequence"].shape[1]
-    lengths = arrays["lengths"]
-    if time_steps > spec.max_length:
-        raise InvalidShape(f"input 'sequence': {time_steps} time steps exceed the limit of {spec.max_length}")
-    if lengths.min() < 1 or lengths.max() > time_steps:
-        raise InvalidValue(f"input 'lengths': each length must be 1..{time_steps} (the sequence tensor's time "
-                           f"axis), received {lengths.min()}..{lengths.max()}")
-
-
-def _requested_outputs(payload: dict[str, Any], manifest: Manifest) -> tuple[list[str], set[str]]:
-    names = [o.name for o in manifest.outputs]
+def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, set[str], bool]:
     params = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
     all_binary = bool(params.get("binary_data_output", False)) if params else False
     requested = payload.get("outputs")
     if requested is None:
-        return names, set(names) if all_binary else set()
+        return None, set(), all_binary
     if not isinstance(requested, list):
         raise MalformedRequest("\"outputs\" must be a list of {\"name\": ...}")
     chosen, binary = [], set()
     for out in requested:
         name = out.get("name") if isinstance(out, dict) else None
-        if name not in names:
-            raise MalformedRequest(f"unknown output {name!r}; model '{manifest.name}' has {names}")
+        if not isinstance(name, str):
+            raise MalformedRequest(f"each requested output needs a \"name\", received {out!r:.60}")
         chosen.append(name)
         out_params = out.get("parameters") or {}
-        if all_binary or (isinstance(out_params, dict) and out_params.get("binary_data")):
+        if isinstance(out_params, dict) and out_params.get("binary_data"):
             binary.add(name)
-    return chosen, binary
+    return chosen, binary, all_binary
 
 
-def encode_response(model: str, version: int, request: InferRequest, outputs: dict[str, np.ndarray],
-                    ) -> tuple[bytes, int | None]:
+def encode_response(response: InferResponse, decoded: DecodedInfer) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary outputs follow it."""
     described, blobs = [], []
-    for name in request.outputs:
-        array = np.ascontiguousarray(outputs[name])
-        entry: dict[str, Any] = {"name": name, "datatype": _datatype(array), "shape": list(array.shape)}
-        if name in request.binary_outputs:
-            data = array.tobytes()
+    for name, output in response.outputs.items():
+        array = np.ascontiguousarray(output)
+        datatype = datatype_of(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if decoded.all_binary or name in decoded.binary_outputs:
+            data = serialize_bytes(array) if datatype == "BYTES" else array.tobytes()
             entry["parameters"] = {"binary_data_size": len(data)}
             blobs.append(data)
+        elif datatype == "BYTES":
+            entry["data"] = [v.decode("utf-8", "replace") for v in array.ravel()]
         else:
             entry["data"] = array.ravel()
         described.append(entry)
-    head: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": described}
-    if request.id is not None:
-        head["id"] = request.id
+    head: dict[str, Any] = {"model_name": response.model, "model_version": str(response.version),
+                            "outputs": described}
+    if response.id is not None:
+        head["id"] = response.id
     header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)
-
-
-def _datatype(array: np.ndarray) -> str:
-    return DATATYPES.get(array.dtype, "BYTES")

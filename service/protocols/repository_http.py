@@ -11,21 +11,22 @@ import hmac
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from service.dataplane import DataPlane
 from service.errors import Conflict, MalformedRequest, Unauthorized
-from service.model_repository import list_models, list_versions
-from service.protocols.context import AppContext
 from service.protocols.http_io import json_response, parse_json, read_body
+from service.repository import list_models, list_versions
 
 
-def build_router(ctx: AppContext) -> APIRouter:
+def build_router(plane: DataPlane) -> APIRouter:
     router = APIRouter(prefix="/v2/repository", tags=["model repository (admin)"])
-    registry = ctx.registry
+    registry = plane.registry
+    settings = plane.settings
 
     def authorize(request: Request) -> None:
-        token = ctx.settings.admin_token
+        token = settings.admin_token
         if not token:
             raise Unauthorized("the repository API is disabled: start the server with NNSERVE_ADMIN_TOKEN set")
-        if ctx.settings.workers > 1:
+        if settings.workers > 1:
             raise Conflict("the repository API needs --workers 1: with several server processes a load or "
                            "unload would reach only the one process that received it")
         given = request.headers.get("authorization", "")
@@ -48,7 +49,7 @@ def build_router(ctx: AppContext) -> APIRouter:
     @router.post("/models/{name}/load", summary="Load (or reload) a model's versions")
     async def load(request: Request, name: str) -> Response:
         authorize(request)
-        body = await read_body(request, ctx.settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes)
         versions = None
         if body.strip():
             payload = parse_json(body)

@@ -54,17 +54,16 @@ def free_port() -> int:
 
 
 def served_models() -> dict[str, dict[str, Any]]:
-    """name -> manifest of the newest version of each model in the committed repository."""
+    """name -> config.json of the newest version of each model in the committed repository."""
     found: dict[str, dict[str, Any]] = {}
-    for manifest in sorted(MODELS.glob("*/*/manifest.json"), key=lambda p: (p.parent.parent.name,
-                                                                            int(p.parent.name))):
-        found[manifest.parent.parent.name] = json.loads(manifest.read_text())
+    for config in sorted(MODELS.glob("*/*/config.json"), key=lambda p: (p.parent.parent.name, int(p.parent.name))):
+        found[config.parent.parent.name] = json.loads(config.read_text())
     return found
 
 
-def example_input(manifest: dict[str, Any], value: float = 0.0) -> Any:
-    """One valid raw input for a model, from its manifest's preprocessing."""
-    pre = manifest["preprocessing"]
+def example_input(config: dict[str, Any], value: float = 0.0) -> Any:
+    """One valid raw input for a model, from its config's processor."""
+    pre = config["processor"]
     if pre["kind"] == "image":
         return [[value] * pre["width"] for _ in range(pre["height"])]
     return [[value] * pre["features"] for _ in range(max(pre.get("min_length", 1), 8))]

@@ -89,10 +89,10 @@ def test_image_is_slim_non_root_and_configured(docker: str, image: str) -> None:
     script = ("for t in gcc cc g++ make; do command -v $t && exit 3; done; "
               "python3 -c 'import torch' 2>/dev/null && exit 4; "
               "python3 -c 'import onnxruntime, fastapi, service'; "
-              "cd /models && find . -name manifest.json | sort")
+              "cd /models && find . -name config.json | sort")
     proc = run([docker, "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c", script])
     baked = proc.stdout.split()
-    expected = sorted(f"./{p.relative_to(MODELS)}" for p in MODELS.glob("*/*/manifest.json"))
+    expected = sorted(f"./{p.relative_to(MODELS)}" for p in MODELS.glob("*/*/config.json"))
     assert baked == expected, "the image must carry the committed model repository"
     size_mb = config["Size"] / 1e6
     print(f"image size {size_mb:.0f} MB")

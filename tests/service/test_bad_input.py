@@ -138,7 +138,7 @@ async def test_messages_say_what_was_expected_and_what_came(client: httpx.AsyncC
 ])
 def test_finiteness_is_exact(values: list[float], bad: int) -> None:
     from service.errors import InvalidValue
-    from service.preprocess import check_finite
+    from service.processors.image import check_finite
 
     for dtype in (np.float32, np.float64):
         array = np.array(values, dtype=dtype).reshape(1, 1, 28, 28)

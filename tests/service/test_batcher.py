@@ -1,5 +1,5 @@
-"""The batcher on its own, with a plain function as the model: what it batches, when it waits, what it
-refuses, and that it drains on stop."""
+"""The batcher on its own, with a plain function as the model: what it batches (and what it never puts in one
+batch), when it waits, what it refuses, deadlines, and that it drains on stop."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, Tensors, merge
+from service.backends import Tensors
+from service.batcher import Batcher, Item, merge
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 
 
@@ -33,13 +34,13 @@ class Recorder:
 def make(run_delay: float = 0.0, **kwargs: float) -> tuple[Batcher, Recorder]:
     recorder = Recorder()
 
-    def run(feeds: Tensors) -> list[np.ndarray]:
+    def run(feeds: Tensors) -> Tensors:
         time.sleep(run_delay)
         x = feeds["x"]
-        return [x.reshape(len(x), -1).sum(axis=1, keepdims=True)]
+        return {"y": x.reshape(len(x), -1).sum(axis=1, keepdims=True)}
 
     options = {"max_batch_size": 8, "max_queue_delay_s": 0.0, "max_queue_size": 64, "concurrency": 1, **kwargs}
-    batcher = Batcher(run, ["y"], ThreadPoolExecutor(2), recorder, **options)  # type: ignore[arg-type]
+    batcher = Batcher(run, ThreadPoolExecutor(2), recorder, **options)  # type: ignore[arg-type]
     return batcher, recorder
 
 
@@ -97,12 +98,12 @@ async def test_an_expired_request_is_never_computed() -> None:
     seen: list[int] = []
     gate = threading.Event()
 
-    def run(feeds: Tensors) -> list[np.ndarray]:
+    def run(feeds: Tensors) -> Tensors:
         gate.wait(2)
         seen.append(int(feeds["x"][0, 0]))
-        return [feeds["x"][:, :1]]
+        return {"y": feeds["x"][:, :1]}
 
-    batcher = Batcher(run, ["y"], ThreadPoolExecutor(1), Recorder(), max_batch_size=1, max_queue_delay_s=0,
+    batcher = Batcher(run, ThreadPoolExecutor(1), Recorder(), max_batch_size=1, max_queue_delay_s=0,
                       max_queue_size=8, concurrency=1)
     batcher.start()
     blocker = asyncio.ensure_future(batcher.submit(item(1), 1, 5))
@@ -119,13 +120,13 @@ async def test_an_expired_request_is_never_computed() -> None:
 async def test_a_failing_batch_fails_its_requests_and_the_loop_goes_on() -> None:
     calls = {"n": 0}
 
-    def run(feeds: Tensors) -> list[np.ndarray]:
+    def run(feeds: Tensors) -> Tensors:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("boom")
-        return [feeds["x"][:, :1]]
+        return {"y": feeds["x"][:, :1]}
 
-    batcher = Batcher(run, ["y"], ThreadPoolExecutor(1), Recorder(), max_batch_size=4, max_queue_delay_s=0,
+    batcher = Batcher(run, ThreadPoolExecutor(1), Recorder(), max_batch_size=4, max_queue_delay_s=0,
                       max_queue_size=8, concurrency=1)
     batcher.start()
     with pytest.raises(InferenceFailed, match="boom"):
@@ -146,14 +147,72 @@ async def test_stop_drains_what_is_queued_then_refuses() -> None:
         await batcher.submit(item(1), 1, 5)
 
 
-def test_merge_pads_the_time_axis_to_the_longest() -> None:
+def test_merge_pads_the_ragged_axis_to_the_longest_with_its_pad_value() -> None:
     loop = asyncio.new_event_loop()
     try:
-        from service.batcher import Item
-
-        a = Item({"s": np.ones((1, 3, 2), np.float32)}, 1, loop.create_future(), 0, 1)
-        b = Item({"s": np.ones((2, 5, 2), np.float32)}, 2, loop.create_future(), 0, 1)
-        merged = merge([a, b])["s"]
-        assert merged.shape == (3, 5, 2) and merged[0, 3:].sum() == 0 and merged[1:].sum() == 20
+        a = Item({"s": np.ones((1, 3, 2), np.float32)}, 1, None, loop.create_future(), 0, 1)
+        b = Item({"s": np.ones((2, 5, 2), np.float32)}, 2, None, loop.create_future(), 0, 1)
+        merged = merge([a, b], {"s": -7.0})["s"]
+        assert merged.shape == (3, 5, 2) and (merged[0, 3:] == -7).all() and merged[1:].sum() == 20
     finally:
         loop.close()
+
+
+async def test_requests_of_different_shapes_never_share_a_batch() -> None:
+    shapes: list[tuple[int, ...]] = []
+
+    def run(feeds: Tensors) -> Tensors:
+        time.sleep(0.01)
+        shapes.append(feeds["x"].shape)
+        return {"y": feeds["x"].reshape(len(feeds["x"]), -1).sum(axis=1)}
+
+    batcher = Batcher(run, ThreadPoolExecutor(1), Recorder(), max_batch_size=16, max_queue_delay_s=0,
+                      max_queue_size=64, concurrency=1)
+    batcher.start()
+    sizes = [4, 6, 4, 6, 8, 4]
+    results = await asyncio.gather(*[batcher.submit({"x": np.full((1, s), i, np.float32)}, 1, 5, key=(s,))
+                                      for i, s in enumerate(sizes)])
+    for i, (s, result) in enumerate(zip(sizes, results, strict=True)):
+        assert result["y"].tolist() == [i * s]  # each request its own answer
+    assert all(len({shape[1:] for shape in [sh]}) == 1 for sh in shapes)
+    assert sum(shape[0] for shape in shapes) == len(sizes) and len(shapes) < len(sizes)  # some batching happened
+    await batcher.stop()
+
+
+async def test_an_unbatched_model_runs_each_request_alone_outputs_whole() -> None:
+    seen: list[int] = []
+
+    def run(feeds: Tensors) -> Tensors:
+        time.sleep(0.01)
+        seen.append(len(feeds["x"]))
+        return {"y": np.array([feeds["x"].sum()])}  # one row, whatever came in: no batch axis
+
+    batcher = Batcher(run, ThreadPoolExecutor(1), Recorder(), max_batch_size=0, max_queue_delay_s=0,
+                      max_queue_size=8, concurrency=1)
+    batcher.start()
+    results = await asyncio.gather(*[batcher.submit({"x": np.full((3,), i, np.float32)}, 1, 5) for i in range(5)])
+    assert [r["y"].tolist() for r in results] == [[3.0 * i] for i in range(5)]
+    assert seen == [3] * 5
+    await batcher.stop()
+
+
+async def test_a_request_taken_into_a_batch_is_answered_even_if_compute_outlasts_its_deadline() -> None:
+    batcher, _ = make(run_delay=0.3)
+    batcher.start()
+    result = await batcher.submit(item(2), 1, 0.1)  # taken at once, computed for 0.3 s: still answered
+    assert result["y"][0, 0] == 6
+    await batcher.stop()
+
+
+async def test_a_cancelled_queued_request_frees_its_place() -> None:
+    batcher, _ = make(run_delay=0.2, max_queue_size=2)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(item(1), 1, 5))
+    await asyncio.sleep(0.05)
+    waiting = asyncio.ensure_future(batcher.submit(item(1, n=2), 2, 5))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.sleep(0)
+    assert (await batcher.submit(item(3, n=2), 2, 5))["y"].tolist() == [[9.0], [9.0]]
+    await first
+    await batcher.stop()

@@ -24,7 +24,7 @@ async def test_inference_routes_never_reach_the_router(models_dir: Path) -> None
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    fast = InferenceFastPath(router, app.state.ctx)
+    fast = InferenceFastPath(router, app.state.routers)
     transport = httpx.ASGITransport(app=fast)
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://x") as client:
         ok = await client.post("/predict", json={"model": "mlp", "inputs": [ZEROS]})
@@ -37,3 +37,5 @@ async def test_inference_routes_never_reach_the_router(models_dir: Path) -> None
         other = await client.get("/v2/models/mlp")
         assert other.status_code == 204
     assert reached == ["/v2/models/mlp"]
+    assert {r.path for r in fast.routes} == {"/predict", "/v2/models/{name}/infer",
+                                             "/v2/models/{name}/versions/{model_version}/infer"}

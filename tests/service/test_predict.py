@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.manifest import Manifest
+from service.report import TrainingReport
 from tests.service.conftest import png_bytes
 
 
@@ -30,9 +30,10 @@ async def test_json_pixels_are_classified(client: httpx.AsyncClient, fashion: An
     assert response.headers["x-request-id"]
 
 
-async def test_png_uploads_reach_the_manifest_accuracy(client: httpx.AsyncClient, fashion: Any,
+async def test_png_uploads_reach_the_reported_accuracy(client: httpx.AsyncClient, fashion: Any,
                                                        models_dir: Any) -> None:
-    manifest = Manifest.load(max((models_dir / "resnet").iterdir()))
+    report = TrainingReport.load(max((models_dir / "resnet").iterdir(), key=lambda p: int(p.name)))
+    assert report is not None and report.metrics is not None
     count, correct = 400, 0
     for start in range(0, count, 100):
         files = [("file", (f"{i}.png", png_bytes(fashion.test_images[i]), "image/png"))
@@ -41,7 +42,7 @@ async def test_png_uploads_reach_the_manifest_accuracy(client: httpx.AsyncClient
         assert response.status_code == 200, response.text
         indices = [p["index"] for p in response.json()["predictions"]]
         correct += int((np.array(indices) == fashion.test_labels[start:start + 100]).sum())
-    assert abs(correct / count - manifest.metrics.onnx_test_accuracy) < 0.035
+    assert abs(correct / count - report.metrics.onnx_test_accuracy) < 0.035
 
 
 @pytest.mark.parametrize("fmt,mode,size", [("JPEG", "RGB", (100, 80)), ("GIF", "P", (28, 28)),
@@ -59,9 +60,10 @@ async def test_every_accepted_format_and_mode(client: httpx.AsyncClient, fashion
     assert len(response.json()["predictions"]) == 1
 
 
-async def test_sequences_reach_the_manifest_accuracy(client: httpx.AsyncClient, vowels: Any,
+async def test_sequences_reach_the_reported_accuracy(client: httpx.AsyncClient, vowels: Any,
                                                      models_dir: Any) -> None:
-    manifest = Manifest.load(max((models_dir / "lstm").iterdir()))
+    report = TrainingReport.load(max((models_dir / "lstm").iterdir(), key=lambda p: int(p.name)))
+    assert report is not None and report.metrics is not None
     indices = []
     for start in range(0, len(vowels.test_sequences), 64):
         chunk = [s.tolist() for s in vowels.test_sequences[start:start + 64]]
@@ -69,7 +71,7 @@ async def test_sequences_reach_the_manifest_accuracy(client: httpx.AsyncClient, 
         assert response.status_code == 200, response.text
         indices += [p["index"] for p in response.json()["predictions"]]
     accuracy = float((np.array(indices) == vowels.test_labels).mean())
-    assert accuracy == pytest.approx(manifest.metrics.onnx_test_accuracy, abs=0.003)
+    assert accuracy == pytest.approx(report.metrics.onnx_test_accuracy, abs=0.003)
 
 
 async def test_models_lists_versions_inputs_labels_and_accuracy(client: httpx.AsyncClient) -> None:

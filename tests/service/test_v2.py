@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import orjson
 
-from service.manifest import Manifest, sha256_of
+from service.repository import sha256_of
 from tests.service.conftest import running_app
 
 AUTH = {"Authorization": "Bearer secret"}
@@ -84,12 +84,12 @@ async def test_loading_a_broken_version_keeps_the_serving_one(models_dir: Path, 
         broken = repository / "mlp" / str(serving + 1)
         shutil.copytree(repository / "mlp" / str(serving), broken)
         (broken / "model.onnx").write_bytes(b"not an onnx graph")
-        manifest = Manifest.load(broken).model_copy(update={"version": serving + 1})
-        manifest.dump(broken)
         response = await client.post("/v2/repository/models/mlp/load", headers=AUTH)
         assert response.status_code == 400 and response.json()["code"] == "model_load_failed"
-        assert "sha256" in response.json()["error"]  # the file is not the one the manifest describes
-        manifest.model_copy(update={"sha256": sha256_of(broken / "model.onnx")}).dump(broken)
+        assert "sha256" in response.json()["error"]  # the file is not the one the config describes
+        config = orjson.loads((broken / "config.json").read_bytes())
+        config["sha256"] = sha256_of(broken / "model.onnx")
+        (broken / "config.json").write_bytes(orjson.dumps(config))
         response = await client.post("/v2/repository/models/mlp/load", headers=AUTH)
         assert response.status_code == 400 and "onnxruntime cannot load" in response.json()["error"]
         predict = await client.post("/predict", json={"model": "mlp", "inputs": [[[0] * 28] * 28]})

@@ -1,4 +1,5 @@
-"""A ``--quick`` pipeline into a temporary repository: loadable, gate-passing ONNX files with complete manifests;
+"""A ``--quick`` pipeline into a temporary repository: loadable, gate-passing ONNX files with complete configs and
+training reports;
 parity at batch 1 and 7; the atomic, never-overwriting publish; and gates that really reject."""
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.manifest import Manifest, sha256_of
-from service.model_repository import list_versions
+from service.config import ModelConfig, read_config_file
+from service.report import TrainingReport
+from service.repository import VersionExists, list_versions, publish, sha256_of
 from training import checkpoint as ckpt
-from training.export import GateFailed, check_parity, cpu_session, export_and_publish, export_onnx
+from training.export import check_model_parity, export_and_publish, export_onnx
+from training.gates import GateFailed, cpu_session
 from training.pipeline import Options, export, run_pipeline, task_for, train_config
-from training.repository import VersionExists, publish
 
 FAMILIES = ["mlp", "cnn", "resnet", "lstm"]
 
@@ -33,18 +35,22 @@ def quick(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Options:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_quick_pipeline_publishes_a_complete_gate_passing_version(quick: Options, family: str) -> None:
     folder = quick.repository / family / "1"
-    manifest = Manifest.load(folder)
-    assert manifest.name == family and manifest.version == 1 and manifest.family == family
-    assert manifest.sha256 == sha256_of(folder / "model.onnx")
-    assert set(manifest.parity.max_abs_diff) >= {"batch_1", "batch_7", "batch_64"}
-    assert max(manifest.parity.max_abs_diff.values()) <= 1e-4
-    assert manifest.parity.top1_agreement >= 0.999
-    assert manifest.training.parameters > 0 and manifest.training.epochs == 1
-    assert manifest.provenance.opset >= 13 and manifest.provenance.torch.startswith("2.13")
-    assert len(manifest.dataset.files) in (2, 4) and all(len(m) == 32 for m in manifest.dataset.files.values())
-    assert set(manifest.metrics.per_class_accuracy) == set(manifest.labels)
+    config = ModelConfig.model_validate({**read_config_file(folder), "version": 1})
+    report = TrainingReport.load(folder)
+    assert report is not None and report.parity and report.training and report.provenance and report.dataset
+    assert report.metrics is not None and config.classification is not None
+    assert config.name == family and report.family == family and config.max_batch_size is None
+    assert config.sha256 == sha256_of(folder / "model.onnx")
+    assert set(report.parity.max_abs_diff) >= {"batch_1", "batch_7", "batch_64"}
+    assert max(report.parity.max_abs_diff.values()) <= 1e-4
+    assert report.parity.top1_agreement is not None and report.parity.top1_agreement >= 0.999
+    assert report.training.parameters > 0 and report.training.epochs == 1
+    assert report.provenance.opset >= 13 and report.provenance.torch.startswith("2.13")
+    assert len(report.dataset.files) in (2, 4) and all(len(m) == 32 for m in report.dataset.files.values())
+    assert set(report.metrics.per_class_accuracy) == set(config.classification.labels)
+    assert (config.ragged != []) == (family == "lstm") and config.processor is not None
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == [s.name for s in manifest.inputs]
+    assert [i.name for i in session.get_inputs()] == [s.name for s in config.inputs]
     assert session.get_inputs()[0].shape[0] in ("batch", -1, None) or isinstance(session.get_inputs()[0].shape[0], str)
 
 
@@ -73,21 +79,28 @@ def test_lstm_export_is_padding_invariant(quick: Options) -> None:
 
 def test_publishing_again_makes_a_new_version_and_never_overwrites(quick: Options, tmp_path: Path) -> None:
     source = quick.repository / "mlp" / "1"
-    original = Manifest.load(source)
 
-    def manifest_for(version: int) -> Manifest:
-        return original.model_copy(update={"version": version})
+    def prepare(folder: Path, version: int) -> None:
+        for name in ("model.onnx", "config.json", "report.json"):
+            (folder / name).write_bytes((source / name).read_bytes())
 
     root = tmp_path / "repo"
-    assert publish(root, "mlp", source / "model.onnx", manifest_for) == 1
-    assert publish(root, "mlp", source / "model.onnx", manifest_for) == 2
-    before = (root / "mlp" / "1" / "manifest.json").read_bytes()
+    assert publish(root, "mlp", prepare) == 1
+    assert publish(root, "mlp", prepare) == 2
+    before = (root / "mlp" / "1" / "config.json").read_bytes()
     with pytest.raises(VersionExists):
-        publish(root, "mlp", source / "model.onnx", manifest_for, version=1)
-    assert (root / "mlp" / "1" / "manifest.json").read_bytes() == before
+        publish(root, "mlp", prepare, version=1)
+    assert (root / "mlp" / "1" / "config.json").read_bytes() == before
     assert list_versions(root / "mlp") == [1, 2]
     assert sorted(p.name for p in (root / "mlp").iterdir()) == ["1", "2"]  # no temporary folders left
-    assert Manifest.load(root / "mlp" / "2").version == 2
+
+    def failing(folder: Path, version: int) -> None:
+        prepare(folder, version)
+        raise RuntimeError("a check failed")
+
+    with pytest.raises(RuntimeError, match="a check failed"):
+        publish(root, "mlp", failing)
+    assert sorted(p.name for p in (root / "mlp").iterdir()) == ["1", "2"]  # nothing half-published
 
 
 def test_the_parity_gate_rejects_a_perturbed_export(quick: Options, tmp_path: Path) -> None:
@@ -99,7 +112,7 @@ def test_the_parity_gate_rejects_a_perturbed_export(quick: Options, tmp_path: Pa
     with torch.no_grad():
         model.net[1].weight.add_(1e-2)  # the exported file no longer matches these weights
     with pytest.raises(GateFailed, match=r"parity gate: max \|torch - onnx\| = .* exceeds 0.0001 by"):
-        check_parity(model, cpu_session(tmp_path / "model.onnx"), task)
+        check_model_parity(model, cpu_session(tmp_path / "model.onnx"), task)
 
 
 def test_the_accuracy_gate_rejects_and_nothing_is_published(quick: Options, tmp_path: Path) -> None:

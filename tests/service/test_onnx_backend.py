@@ -1,44 +1,45 @@
-"""Execution providers are chosen as asked and reported as they are; CUDA never falls back silently; threads
-default to each worker's share of the cores."""
+"""The onnxruntime backend: execution providers are chosen as asked and reported as they are; CUDA never falls
+back silently; threads default to each worker's share of the cores."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.manifest import Manifest
-from service.runtime import CUDA, ProviderUnavailable, Runtime, RuntimeOptions
+from service.backends import RuntimeOptions
+from service.backends.onnx import CUDA, OnnxBackend, ProviderUnavailable
 from service.settings import Settings
 
 
 def newest(models_dir: Path, name: str) -> Path:
-    return max((models_dir / name).iterdir(), key=lambda p: int(p.name))
+    return max((models_dir / name).iterdir(), key=lambda p: int(p.name)) / "model.onnx"
 
 
 def test_cpu_provider_is_reported_as_active(models_dir: Path) -> None:
-    folder = newest(models_dir, "cnn")
-    runtime = Runtime(folder / "model.onnx", Manifest.load(folder).inputs, RuntimeOptions("cpu"))
-    assert runtime.providers == ["CPUExecutionProvider"]
-    assert runtime.run(runtime.example(3))[0].shape == (3, 10)
+    backend = OnnxBackend(newest(models_dir, "cnn"), RuntimeOptions("cpu"))
+    assert backend.describe()["providers"] == ["CPUExecutionProvider"]
+    assert backend.run({"image": np.zeros((3, 1, 28, 28), np.float32)})["probabilities"].shape == (3, 10)
+    assert [t.name for t in backend.signature.inputs] == ["image"]
+    assert backend.signature.inputs[0].datatype == "FP32" and backend.signature.inputs[0].shape == [-1, 1, 28, 28]
 
 
 def test_auto_measures_the_graph_optimisation_level(models_dir: Path) -> None:
-    folder = newest(models_dir, "lstm")
-    runtime = Runtime(folder / "model.onnx", Manifest.load(folder).inputs, RuntimeOptions("auto"))
-    assert runtime.graph_optimization in ("all", "basic")
+    backend = OnnxBackend(newest(models_dir, "lstm"), RuntimeOptions("auto"))
+    backend.tune({"sequence": np.zeros((8, 16, 12), np.float32), "lengths": np.full(8, 16, np.int64)})
+    assert backend.graph_optimization in ("all", "basic")
     expected = ["CUDAExecutionProvider", "CPUExecutionProvider"] if CUDA in ort.get_available_providers() \
         else ["CPUExecutionProvider"]
-    assert runtime.providers == expected
+    assert backend.describe()["providers"] == expected
 
 
 @pytest.mark.skipif(CUDA in ort.get_available_providers(), reason="CUDA is available here")
 def test_asking_for_cuda_without_it_fails_clearly(models_dir: Path) -> None:
-    folder = newest(models_dir, "mlp")
     with pytest.raises(ProviderUnavailable, match=r"providers=cuda.*install onnxruntime-gpu"):
-        Runtime(folder / "model.onnx", Manifest.load(folder).inputs, RuntimeOptions("cuda"))
+        OnnxBackend(newest(models_dir, "mlp"), RuntimeOptions("cuda"))
 
 
 def test_threads_default_to_each_workers_share_of_the_cores() -> None:

@@ -1,0 +1,55 @@
+"""Backends: what runs a model file. The registry builds the one a model's config names (``platform``); a new
+runtime is one module here and one line in ``PLATFORMS``.
+
+A backend reads its file's signature, runs a batch of named numpy tensors (``BYTES`` tensors as object arrays of
+``bytes``, whatever the runtime wants inside) and returns every output by name, describes how it runs (execution
+providers, threads...) for metadata, and lets go of its resources on ``close``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.signature import GraphSignature
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    providers: str = "auto"
+    intra_op_threads: int = 1
+    graph_optimization: str = "auto"
+    spin_wait: bool = False
+    memory_arena: bool = False
+
+
+class Backend(Protocol):
+    signature: GraphSignature
+
+    def run(self, feeds: Tensors) -> Tensors: ...
+
+    def tune(self, feeds: Tensors) -> None:
+        """Choose among equivalent ways to run (e.g. graph optimisation levels) by timing ``feeds``."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def onnxruntime_backend(path: Path, options: RuntimeOptions) -> Backend:
+    from service.backends.onnx import OnnxBackend
+
+    return OnnxBackend(path, options)
+
+
+PLATFORMS: dict[str, Callable[[Path, RuntimeOptions], Backend]] = {"onnxruntime_onnx": onnxruntime_backend}
+
+
+def build_backend(platform: str, path: Path, options: RuntimeOptions) -> Backend:
+    return PLATFORMS[platform](path, options)

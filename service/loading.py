@@ -1,0 +1,142 @@
+"""Loading one version folder: its file checked against its sha256, its backend built, its config completed from
+the graph and checked, the batching decided (and probed), the model warmed up. The registry serves what this
+returns; ``nnserve import`` runs the same function on a version before publishing it, so a file it publishes is
+one the server will load.
+
+Batching: a config's ``max_batch_size`` is obeyed (and a model that does not keep one output row per input row at
+batch sizes 1 and 3 is refused). Left out, a model batches, up to the server's ``--max-batch-size``, when every
+input and output has an open first axis and that probe passes; otherwise it runs one request at a time, and
+``BatchPolicy.reason`` says why.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from service.backends import Backend, RuntimeOptions, build_backend
+from service.backends.onnx import ProviderUnavailable
+from service.config import PLATFORMS, ModelConfig, RuntimeConfig, read_config_file
+from service.config_from_graph import ConfigError, batch_blocker, complete_config
+from service.errors import ModelLoadFailed
+from service.report import TrainingReport
+from service.repository import MODEL_FILE, sha256_of
+from service.settings import Settings
+from service.warmup import batching_problem, describe_feeds, example_feeds
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_batch_size: int  # 0: one request at a time
+    max_queue_delay_s: float
+    max_queue_size: int
+    concurrency: int
+    timeout_s: float
+    reason: str  # how it was decided
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 0
+
+
+@dataclass(eq=False)
+class LoadedVersion:
+    config: ModelConfig
+    report: TrainingReport | None
+    backend: Backend
+    policy: BatchPolicy
+    folder: Path
+    load_seconds: float
+    warmup: str  # the warm-up feeds' shapes, for the import's summary
+
+
+def runtime_options(settings: Settings, overrides: RuntimeConfig) -> RuntimeOptions:
+    threads = overrides.intra_op_threads if overrides.intra_op_threads is not None else settings.onnxruntime_threads()
+    return RuntimeOptions(settings.providers, threads, overrides.graph_optimization or settings.graph_optimization,
+                          settings.spin_wait, settings.memory_arena)
+
+
+def load_version(folder: Path, name: str, version: int, settings: Settings) -> LoadedVersion:
+    start = time.perf_counter()
+    where = f"model '{name}' version {version}"
+    try:
+        raw = read_config_file(folder)
+        overrides = RuntimeConfig.model_validate(raw.get("runtime", {}))
+        report = TrainingReport.load(folder)
+    except (OSError, ValueError, ValidationError) as error:
+        raise ModelLoadFailed(f"{where}: bad config.json or report.json: {error}") from error
+    platform = raw.get("platform", PLATFORMS[0])
+    if platform not in PLATFORMS:
+        raise ModelLoadFailed(f"{where}: platform {platform!r} is not one of {list(PLATFORMS)}")
+    sha = sha256_of(folder / MODEL_FILE)
+    if raw.get("sha256") not in (None, sha):
+        raise ModelLoadFailed(f"{where}: model.onnx sha256 {sha} does not match the config's {raw['sha256']}")
+    try:
+        backend = build_backend(platform, folder / MODEL_FILE, runtime_options(settings, overrides))
+    except ProviderUnavailable:
+        raise
+    except Exception as error:  # onnxruntime raises its own types for a broken graph
+        raise ModelLoadFailed(f"{where}: onnxruntime cannot load model.onnx: {error}") from error
+    try:
+        config = complete_config(raw, backend.signature, name=name, version=version, sha256=sha)
+    except ConfigError as error:
+        raise ModelLoadFailed(f"{where}: {error}") from error
+    policy = _decide_batching(backend, config, settings, where)
+    signature = backend.signature
+    shapes = describe_feeds(example_feeds(config, signature, 1))
+    try:
+        feeds = example_feeds(config, signature, min(32, policy.max_batch_size) or 1)
+        shapes = describe_feeds(feeds)
+        backend.tune(feeds)
+        for rows in _warmup_sizes(settings, policy):
+            feeds = example_feeds(config, signature, rows)
+            shapes = describe_feeds(feeds)
+            backend.run(feeds)
+    except Exception as error:
+        raise _warmup_failed(where, shapes, error) from error
+    return LoadedVersion(config, report, backend, policy, folder, time.perf_counter() - start,
+                         describe_feeds(example_feeds(config, signature, 1)))
+
+
+def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, where: str) -> BatchPolicy:
+    size, reason = config.max_batch_size, "max_batch_size in config.json"
+    if size is None:
+        blocker = batch_blocker(config)
+        size, reason = (0, blocker) if blocker else (settings.max_batch_size, "every tensor has an open first axis")
+    if size:
+        try:
+            problem = batching_problem(backend, config, backend.signature)
+        except Exception as error:
+            raise _warmup_failed(where, describe_feeds(example_feeds(config, backend.signature, 1)), error) from error
+        if problem and config.max_batch_size:
+            raise ModelLoadFailed(f"{where}: max_batch_size is {config.max_batch_size} but the model does not "
+                                  f"batch on its first axis: {problem}")
+        if problem:
+            size, reason = 0, f"the first axis is not a batch axis: {problem}"
+    b = config.batching
+    return BatchPolicy(
+        max_batch_size=size,
+        max_queue_delay_s=(b.max_queue_delay_ms if b.max_queue_delay_ms is not None else
+                           settings.max_queue_delay_ms) / 1000,
+        max_queue_size=b.max_queue_size or settings.max_queue_size,
+        concurrency=b.concurrency or settings.batch_concurrency,
+        timeout_s=(b.request_timeout_ms or settings.request_timeout_ms) / 1000,
+        reason=reason,
+    )
+
+
+def _warmup_sizes(settings: Settings, policy: BatchPolicy) -> list[int]:
+    if not policy.batching:
+        return [1]
+    return sorted({min(b, policy.max_batch_size) for b in settings.warmup_batch_sizes}) or [1]
+
+
+def _warmup_failed(where: str, shapes: str, error: Exception) -> ModelLoadFailed:
+    return ModelLoadFailed(
+        f"{where}: a warm-up inference with inputs {shapes} failed: {str(error).strip()[:600]} — give sizes that "
+        f"suit the model for its open axes, or values for its inputs, in config.json's \"warmup\", e.g. "
+        + json.dumps({"warmup": {"INPUT": {"shape": [1, 16000]}, "OTHER_INPUT": {"value": 16000}}}))

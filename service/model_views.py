@@ -1,0 +1,115 @@
+"""What the server shows of itself and of a served model, from its config, its optional training report and its
+backend: the OIP server and model metadata, Triton's model configuration view, and the model card of
+``GET /models``. Every protocol shows the same facts."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from service.config import TensorConfig
+from service.datatypes import DTYPES
+from service.registry import ServedModel
+
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository(unload_dependents)"]
+TRITON_TYPES = {name: f"TYPE_{'STRING' if name == 'BYTES' else name}" for name in DTYPES}
+
+
+def server_version() -> str:
+    try:
+        return version("nnserve")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": "nnserve", "version": server_version(), "extensions": EXTENSIONS}
+
+
+def _oip_tensor(t: TensorConfig) -> dict[str, Any]:
+    return {"name": t.name, "datatype": t.datatype, "shape": t.shape}
+
+
+def model_metadata(served: ServedModel, versions: list[int]) -> dict[str, Any]:
+    config, report, runtime = served.config, served.report, served.runtime()
+    return {
+        "name": config.name,
+        "versions": [str(v) for v in versions],
+        "platform": config.platform,
+        "inputs": [_oip_tensor(t) for t in config.inputs],
+        "outputs": [_oip_tensor(t) for t in config.outputs],
+        "parameters": {
+            "version": config.version, "family": report.family if report else None, "task": config.task,
+            "labels": config.classification.labels if config.classification else None,
+            **runtime,
+            "sha256": config.sha256,
+            "onnx_test_accuracy": report.metrics.onnx_test_accuracy if report and report.metrics else None,
+            "max_batch_size": served.policy.max_batch_size, "batching": served.policy.reason,
+            "processor": config.processor.kind if config.processor else None,
+        },
+    }
+
+
+def triton_config(served: ServedModel, versions: list[int]) -> dict[str, Any]:
+    """Triton's model configuration view (what ``get_model_config`` shows), plus nnserve's own config."""
+    config, policy = served.config, served.policy
+    ragged = {a.input for a in config.ragged}
+
+    def tensor(t: TensorConfig) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": t.name, "data_type": TRITON_TYPES[t.datatype],
+                               "dims": t.shape[1:] if policy.batching else t.shape}
+        if t.name in ragged:
+            out["allow_ragged_batch"] = True
+        return out
+
+    view: dict[str, Any] = {
+        "name": config.name, "platform": config.platform, "backend": "onnxruntime",
+        "max_batch_size": policy.max_batch_size,
+        "input": [tensor(t) for t in config.inputs],
+        "output": [{**tensor(t), "label_filename": ""} for t in config.outputs],
+        "instance_group": [{"count": policy.concurrency,
+                            "kind": "KIND_GPU" if "CUDA" in str(served.runtime().get("providers")) else "KIND_CPU"}],
+        "version_policy": {"specific": {"versions": versions}},
+        "nnserve": config.model_dump(mode="json", exclude_none=True),
+    }
+    if policy.batching:
+        view["dynamic_batching"] = {
+            "max_queue_delay_microseconds": int(policy.max_queue_delay_s * 1e6),
+            "default_queue_policy": {"max_queue_size": policy.max_queue_size, "timeout_action": "REJECT",
+                                     "default_timeout_microseconds": int(policy.timeout_s * 1e6)},
+        }
+    return view
+
+
+def model_card(served: ServedModel, versions: list[int]) -> dict[str, Any]:
+    """``GET /models``: one served model, what it takes and gives, how it runs, and what was measured of it."""
+    config, report = served.config, served.report
+    metrics = report.metrics if report else None
+    lacks = []
+    if report is None:
+        lacks.append("training report (no dataset, training or accuracy figures: an imported model)")
+    if config.classification is None:
+        lacks.append("labels (/predict answers with the output tensors)")
+    return {
+        "name": config.name, "version": config.version, "versions": versions,
+        "family": report.family if report else None, "task": config.task, "description": config.description,
+        "inputs": [{**_oip_tensor(t), "dtype": _numpy_name(t.datatype)} for t in config.inputs],
+        "outputs": [{**_oip_tensor(t), "dtype": _numpy_name(t.datatype)} for t in config.outputs],
+        "labels": config.classification.labels if config.classification else None,
+        "preprocessing": config.processor.model_dump(mode="json") if config.processor else None,
+        "accuracy": {"onnx_test": metrics.onnx_test_accuracy, "torch_test": metrics.torch_test_accuracy,
+                     "per_class": metrics.per_class_accuracy} if metrics else None,
+        **served.runtime(),
+        "sha256": config.sha256, "load_seconds": round(served.load_seconds, 3),
+        "batching": {"max_batch_size": served.policy.max_batch_size, "reason": served.policy.reason,
+                     "max_queue_size": served.policy.max_queue_size,
+                     "max_queue_delay_ms": served.policy.max_queue_delay_s * 1000,
+                     "request_timeout_ms": served.policy.timeout_s * 1000},
+        "config": config.model_dump(mode="json", exclude_none=True),
+        "report": report.model_dump(mode="json", by_alias=True, exclude_none=True) if report else None,
+        "lacks": lacks,
+    }
+
+
+def _numpy_name(datatype: str) -> str:
+    return "bytes" if datatype == "BYTES" else str(DTYPES[datatype])

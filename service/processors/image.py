@@ -1,0 +1,161 @@
+"""Pictures and raw pixel arrays -> an image model's input, exactly as its config's ``processor`` says.
+
+Training's accuracy gate calls ``normalize_pixels`` too, so the published accuracy is the accuracy of what the
+service computes. Everything is validated here, before anything joins a batch.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from service.backends import Tensors
+from service.config import ImageProcessor
+from service.datatypes import DTYPES
+from service.errors import ImageTooLarge, InvalidImage, InvalidShape, InvalidValue
+from service.processors.values import float_array, non_empty_list
+
+ALLOWED_IMAGE_FORMATS = frozenset({"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "MPO"})
+IMAGENET_CROP = 0.875  # resize the shorter side to height / 0.875 (224 -> 256), then crop the centre
+
+
+def _per_channel(value: float | list[float], channels: int) -> np.ndarray | np.float32:
+    if isinstance(value, list):
+        return np.asarray(value if len(value) == channels else value * channels, dtype=np.float32)
+    return np.float32(value)
+
+
+def normalize_pixels(pixels: np.ndarray, spec: ImageProcessor, datatype: str = "FP32") -> np.ndarray:
+    """``[N, H, W]`` (one channel) or ``[N, H, W, C]`` raw pixel values -> the model's input tensor:
+    ``(v * scale - mean) / std`` per channel in ``datatype`` and ``spec.layout``; a UINT8 input takes the pixels."""
+    values: np.ndarray
+    if datatype == "UINT8":
+        values = pixels.astype(np.uint8, copy=False)
+        if spec.invert:
+            values = np.uint8(spec.pixel_max) - values
+    else:
+        values = pixels.astype(np.float32, copy=False)
+        if spec.invert:
+            values = spec.pixel_max - values
+        scaled = values * np.float32(spec.scale)
+        if values.ndim == 4:  # channels last: mean and std broadcast along it
+            values = (scaled - _per_channel(spec.mean, spec.channels)) / _per_channel(spec.std, spec.channels)
+        else:
+            values = (scaled - np.float32(_scalar(spec.mean))) / np.float32(_scalar(spec.std))
+    if values.ndim == 3:
+        values = values[:, None, :, :] if spec.layout == "NCHW" else values[:, :, :, None]
+    elif spec.layout == "NCHW":
+        values = values.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(values, dtype=DTYPES[datatype])
+
+
+def _scalar(value: float | list[float]) -> float:
+    return value[0] if isinstance(value, list) else value
+
+
+def pixels_from_json(value: Any, spec: ImageProcessor) -> np.ndarray:
+    """A JSON list of pixel arrays -> ``[N, H, W]`` (one channel) or ``[N, H, W, C]`` float32, validated.
+    One-channel images may also come as ``[1, H, W]``."""
+    c = spec.channels
+    if not isinstance(value, list) or not value:
+        non_empty_list(value, f"{_per_image(spec)} pixel arrays")
+    array = float_array(value, "inputs", "a list of arrays of numbers")
+    if c == 1 and array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    expected = (spec.height, spec.width) if c == 1 else (spec.height, spec.width, c)
+    if array.shape[1:] != expected or array.ndim != len(expected) + 1:
+        pretty = ", ".join(str(d) for d in expected)
+        raise InvalidShape(f"inputs: expected shape [N, {pretty}] (N images of {_per_image(spec)} pixels), received "
+                           f"{list(array.shape)}")
+    check_finite(array, "inputs")
+    low, high = float(array.min()), float(array.max())
+    if low < spec.pixel_min or high > spec.pixel_max:
+        raise InvalidValue(
+            f"inputs: pixel values must lie in [{spec.pixel_min:g}, {spec.pixel_max:g}], "
+            f"received values from {low:g} to {high:g}"
+        )
+    return array
+
+
+def _per_image(spec: ImageProcessor) -> str:
+    return f"{spec.height}x{spec.width}" + (f"x{spec.channels}" if spec.channels > 1 else "")
+
+
+def check_finite(array: np.ndarray, what: str) -> None:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise InvalidValue(f"{what}: {bad} value(s) are NaN or infinite")
+
+
+def decode_image(data: bytes, spec: ImageProcessor, max_pixels: int, filename: str = "file") -> np.ndarray:
+    """Picture bytes of any size and mode -> ``[H, W]`` or ``[H, W, C]`` uint8 pixels, per the config."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise InvalidImage(f"{filename}: empty file")
+    try:
+        image: Image.Image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as error:
+        raise InvalidImage(
+            f"{filename}: not a recognised image (expected one of {', '.join(sorted(ALLOWED_IMAGE_FORMATS))}; "
+            f"first bytes {data[:8].hex()})"
+        ) from error
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"{filename}: {error}; the limit is {max_pixels} pixels") from error
+    except (OSError, ValueError) as error:
+        raise InvalidImage(f"{filename}: cannot read image header ({error})") from error
+    if image.format not in ALLOWED_IMAGE_FORMATS:
+        raise InvalidImage(f"{filename}: image format {image.format} is not accepted")
+    width, height = image.size
+    if width * height > max_pixels or width <= 0 or height <= 0:
+        raise ImageTooLarge(
+            f"{filename}: image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (spec.background,) * 3 + (255,))
+            image = Image.alpha_composite(background, rgba)
+        converted = image.convert("L" if spec.color_mode == "L" else "RGB")
+        fitted = _resize(converted, spec)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise InvalidImage(f"{filename}: image data is truncated or corrupt ({error})") from error
+    pixels = np.asarray(fitted, dtype=np.uint8)
+    return pixels[:, :, ::-1] if spec.color_mode == "BGR" else pixels
+
+
+def _resize(image: Any, spec: ImageProcessor) -> Any:
+    from PIL import Image, ImageOps
+
+    if spec.resize == "fit-pad-bilinear":
+        color = spec.background if spec.color_mode == "L" else (spec.background,) * 3
+        return ImageOps.pad(image, (spec.width, spec.height), method=Image.Resampling.BILINEAR, color=color)
+    shorter = spec.resize_shorter_to or round(min(spec.height, spec.width) / IMAGENET_CROP)
+    width, height = image.size
+    scale = shorter / min(width, height)
+    size = (max(spec.width, round(width * scale)), max(spec.height, round(height * scale)))
+    resized = image.resize(size, Image.Resampling.BILINEAR)
+    left, top = (size[0] - spec.width) // 2, (size[1] - spec.height) // 2
+    return resized.crop((left, top, left + spec.width, top + spec.height))
+
+
+class ImageInput:
+    """``/predict`` for a model whose config has an image processor: pictures or raw pixels -> its input."""
+
+    kind = "image"
+
+    def __init__(self, spec: ImageProcessor, datatype: str, max_pixels: int) -> None:
+        self.spec = spec
+        self.datatype = datatype
+        self.max_pixels = max_pixels
+
+    def from_json(self, value: Any) -> Tensors:
+        return {self.spec.input: normalize_pixels(pixels_from_json(value, self.spec), self.spec, self.datatype)}
+
+    def from_files(self, files: list[tuple[str, bytes]]) -> Tensors:
+        pixels = np.stack([decode_image(data, self.spec, self.max_pixels, name) for name, data in files])
+        return {self.spec.input: normalize_pixels(pixels, self.spec, self.datatype)}

@@ -1,0 +1,45 @@
+"""The built-in model families, in one registry: each one's network (module and config class, by import path,
+so that this file needs no torch), the data it learns, its description, the accuracy its export gate demands and
+its training defaults. A new family is one file under ``training/models/`` and one entry here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from training.train_config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    network: str  # "module:Class" of the nn.Module, built from an instance of ...
+    network_config: str  # "module:Class" of its config dataclass
+    data: Literal["fashion-mnist", "japanese-vowels"]
+    description: str
+    target_accuracy: float  # the export gate: ONNX test accuracy at least this
+    train: TrainConfig
+
+    @property
+    def is_image(self) -> bool:
+        return self.data == "fashion-mnist"
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("mlp", "training.models.mlp:MLP", "training.models.mlp:MLPConfig", "fashion-mnist",
+           "Multi-layer perceptron on Fashion-MNIST (28x28 greyscale clothing images, 10 classes)", 0.89,
+           TrainConfig(epochs=30, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
+                       label_smoothing=0.05, hflip=True)),
+    Family("cnn", "training.models.cnn:CNN", "training.models.cnn:CNNConfig", "fashion-mnist",
+           "Convolutional network (3x3 conv + BN + max-pool) on Fashion-MNIST", 0.925,
+           TrainConfig(epochs=12, batch_size=128, lr=0.1, weight_decay=5e-4, label_smoothing=0.05, shift=2,
+                       hflip=True, channels_last=True)),
+    Family("resnet", "training.models.resnet:ResNet", "training.models.resnet:ResNetConfig", "fashion-mnist",
+           "CIFAR-style ResNet-20 with identity/projection shortcuts on Fashion-MNIST", 0.935,
+           TrainConfig(epochs=18, batch_size=128, lr=0.1, weight_decay=5e-4, label_smoothing=0.05, shift=2,
+                       hflip=True, channels_last=True)),
+    Family("lstm", "training.models.lstm:LSTMClassifier", "training.models.lstm:LSTMConfig", "japanese-vowels",
+           "Unidirectional LSTM speaker classifier on Japanese Vowels (12 LPC cepstra per frame, 9 speakers)", 0.96,
+           TrainConfig(epochs=60, batch_size=32, optimizer="adamw", lr=3e-3, weight_decay=1e-3, grad_clip=1.0,
+                       val_fraction=0.1)),
+)}
