@@ -34,6 +34,17 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def _add_publishing_flags(parser: argparse.ArgumentParser, scores_default: str) -> None:
+    parser.add_argument("--labels", type=Path, default=None,
+                        help="class names, one per line (or a JSON list), in the order of the scores output")
+    parser.add_argument("--scores", choices=("probabilities", "logits"), default=scores_default,
+                        help=f"what the labelled output holds (default {scores_default}; logits: /predict applies "
+                             "softmax)")
+    parser.add_argument("--image-preprocessing", default=None, metavar="PRESET|JSON",
+                        help="how /predict turns pictures into the input: imagenet, imagenet-bgr, unit, mnist, or a "
+                             "JSON object or file with the config's processor fields")
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from training.pipeline import format_table, run_pipeline
 
@@ -61,6 +72,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.module:
+        return _export_module(args)
+    if args.model is None:
+        print("nnserve export: name a built-in family (" + ", ".join(FAMILIES) + ") or give --module", file=sys.stderr)
+        return 2
     from training.gates import GateFailed
     from training.pipeline import export
 
@@ -73,6 +89,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     assert metrics is not None and parity is not None
     print(f"{args.model}: published version {result.version} at {result.path} "
           f"(onnx test accuracy {metrics.onnx_test_accuracy:.4f}, parity {max(parity.max_abs_diff.values()):.1e})")
+    return 0
+
+
+def _export_module(args: argparse.Namespace) -> int:
+    from service.importer import ImportFailed, summary
+    from training.gates import GateFailed
+    from training.module_export import InputSpec, ModuleExportOptions, export_module
+
+    if not args.name or not args.input:
+        print("nnserve export --module needs --name and at least one --input NAME:DTYPE:DIMS", file=sys.stderr)
+        return 2
+    try:
+        options = ModuleExportOptions(
+            module=args.module, name=args.name, inputs=[InputSpec.parse(s) for s in args.input], weights=args.weights,
+            outputs=args.output or [], repository=args.repository, labels=args.labels,
+            image_preprocessing=args.image_preprocessing, scores=args.scores)
+        loaded = export_module(options)
+    except (GateFailed, ImportFailed, ValueError, ImportError, OSError, RuntimeError) as error:
+        print(f"nnserve export: {args.module}: NOT PUBLISHED: {error}", file=sys.stderr)
+        return 1
+    print(summary(Path(args.module), loaded))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from service.importer import ImportFailed, ImportOptions, import_model, summary
+
+    options = ImportOptions(name=args.name, repository=args.repository, labels=args.labels, config=args.config,
+                            image_preprocessing=args.image_preprocessing, scores=args.scores,
+                            max_batch_size=args.max_batch_size)
+    try:
+        loaded = import_model(args.file, options)
+    except ImportFailed as error:
+        print(f"nnserve import: {args.file}: {error}; nothing was written", file=sys.stderr)
+        return 1
+    print(summary(args.file, loaded))
     return 0
 
 
@@ -89,7 +141,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnserve", description="Train, export and serve neural networks.")
+    parser = argparse.ArgumentParser(prog="nnserve", description="Train, export, import and serve neural networks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pipeline", help="train, export, verify and publish the built-in models")
@@ -102,10 +154,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("export", help="export a built-in checkpoint through the gates and publish it")
-    p.add_argument("model", choices=list(FAMILIES))
+    p = sub.add_parser("export", help="export a built-in checkpoint, or your own PyTorch module (--module), through "
+                                      "the gates and publish it")
+    p.add_argument("model", nargs="?", choices=list(FAMILIES), help="a built-in family's checkpoint")
+    p.add_argument("--module", default=None, metavar="PKG.MOD:FACTORY",
+                   help="your nn.Module: a function with no arguments that builds it, or its class")
+    p.add_argument("--weights", type=Path, default=None, help="a state dict to load into it (torch.save)")
+    p.add_argument("--input", action="append", default=None, metavar="NAME:DTYPE:DIMS",
+                   help="one input, per row: image:float32:3x224x224 (-1 for an open axis); repeat for several")
+    p.add_argument("--output", action="append", default=None, metavar="NAME", help="output names, in order")
+    p.add_argument("--name", default=None, help="the model's name in the repository")
+    _add_publishing_flags(p, scores_default="logits")
     _add_training_flags(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="publish any ONNX file into the repository, checked as the server loads it")
+    p.add_argument("file", type=Path, help="the .onnx file")
+    p.add_argument("--name", required=True, help="the model's name in the repository (a safe folder name)")
+    p.add_argument("--repository", type=Path, default=Path("models"), help="model repository (default models/)")
+    p.add_argument("--config", type=Path, default=None, help="a JSON file of config fields (see README)")
+    p.add_argument("--max-batch-size", type=int, default=None,
+                   help="0: never batch; default: batch when every tensor has an open first axis")
+    _add_publishing_flags(p, scores_default="probabilities")
+    p.set_defaults(func=cmd_import)
 
     from service.hosting.server import add_serve_flags
 

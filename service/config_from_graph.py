@@ -166,7 +166,7 @@ def _check_classification(config: ModelConfig) -> None:
     if output.datatype not in FLOAT_TYPES:
         raise ConfigError(f"classification.output: {output.describe()} is not a tensor of scores")
     per_row = output.shape[1:] if output.shape and (config.max_batch_size or output.shape[0] == -1) else output.shape
-    if per_row and all(d > 0 for d in per_row) and math.prod(per_row) != len(spec.labels):
+    if all(d > 0 for d in per_row) and math.prod(per_row) != len(spec.labels):
         raise ConfigError(f"classification: {len(spec.labels)} labels, but {output.describe()} holds "
                           f"{math.prod(per_row)} scores per row")
 

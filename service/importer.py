@@ -1,0 +1,168 @@
+"""``nnserve import FILE --name NAME``: any ONNX file into the model repository, checked by the server's own
+loading code before it is published.
+
+The file is copied into a hidden version folder with a config made of what the user gave (``--config``,
+``--labels``, ``--image-preprocessing``, ``--max-batch-size``); ``service.loading.load_version`` then does there
+exactly what a server does at start-up (onnxruntime loads it, the signature is read and the config completed and
+checked against it, batching decided and probed, one warm-up inference run); only if all of that succeeds is the
+completed config written and the folder renamed into place as the next version. Whatever fails, nothing is
+published and the message names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.config import CONFIG_FILE, ModelConfig
+from service.errors import ModelLoadFailed
+from service.loading import LoadedVersion, load_version
+from service.report import TrainingReport
+from service.repository import MODEL_FILE, check_model_name, publish
+from service.settings import Settings
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+PRESETS: dict[str, dict[str, Any]] = {
+    # torchvision's ImageNet classifiers: RGB, shorter side to 256 (for 224), centre crop, per-channel mean/std
+    "imagenet": {"kind": "image", "color_mode": "RGB", "resize": "shorter-side-crop", "mean": IMAGENET_MEAN,
+                 "std": IMAGENET_STD},
+    # the same constants on BGR pictures, as models trained through OpenCV's imread expect (PaddleClas's)
+    "imagenet-bgr": {"kind": "image", "color_mode": "BGR", "resize": "shorter-side-crop", "mean": IMAGENET_MEAN,
+                     "std": IMAGENET_STD},
+    # pixels scaled to [0, 1], resized to fit and padded
+    "unit": {"kind": "image", "mean": 0.0, "std": 1.0},
+    # greyscale, light on dark, Fashion-MNIST style (as the built-in models)
+    "mnist": {"kind": "image", "color_mode": "L", "mean": 0.2860, "std": 0.3530},
+}
+
+
+class ImportFailed(RuntimeError):
+    """The file cannot be imported; nothing was written."""
+
+
+@dataclass
+class ImportOptions:
+    name: str
+    repository: Path = Path("models")
+    labels: Path | None = None
+    config: Path | None = None
+    image_preprocessing: str | None = None
+    scores: str | None = None  # "probabilities" | "logits"
+    max_batch_size: int | None = None
+
+
+def read_labels(path: Path) -> list[str]:
+    """One label per line (a JSON list also works); blank lines at the end are ignored."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        labels = json.loads(text)
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ImportFailed(f"{path}: expected a JSON list of strings")
+        return labels
+    return text.rstrip("\n").split("\n")
+
+
+def image_preprocessing(spec: str) -> dict[str, Any]:
+    """A preset's name, a JSON object, or a JSON file."""
+    if spec in PRESETS:
+        return dict(PRESETS[spec])
+    text = Path(spec).read_text() if not spec.lstrip().startswith("{") else spec
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ImportFailed(f"--image-preprocessing: expected a preset ({', '.join(PRESETS)}) or a JSON object")
+    return {"kind": "image", **value}
+
+
+def requested_config(options: ImportOptions) -> dict[str, Any]:
+    """What the user asked for, before the graph completes it."""
+    raw: dict[str, Any] = {}
+    if options.config is not None:
+        raw = json.loads(options.config.read_text())
+        if not isinstance(raw, dict):
+            raise ImportFailed(f"{options.config}: expected a JSON object")
+    if options.image_preprocessing:
+        raw["processor"] = {**image_preprocessing(options.image_preprocessing), **raw.get("processor", {})}
+    if options.labels is not None:
+        raw["classification"] = {"labels": read_labels(options.labels), **raw.get("classification", {})}
+    if options.scores and "classification" in raw:
+        raw["classification"]["activation"] = "softmax" if options.scores == "logits" else "none"
+    if options.max_batch_size is not None:
+        raw["max_batch_size"] = options.max_batch_size
+    raw["name"] = options.name
+    return raw
+
+
+def import_model(source: Path, options: ImportOptions, settings: Settings | None = None,
+                 report: TrainingReport | None = None) -> LoadedVersion:
+    """Publish ``source`` (with ``report`` beside it, if any) as the next version of ``options.name``; return what
+    the server would serve."""
+    try:
+        check_model_name(options.name)
+        if not source.is_file():
+            raise ImportFailed("no such file")
+        raw = requested_config(options)
+    except (ValueError, OSError) as error:  # json.JSONDecodeError is a ValueError
+        raise ImportFailed(str(error)) from error
+    settings = settings or Settings(providers="cpu", warmup_batch_sizes=[1], repository=options.repository)
+    loaded: list[LoadedVersion] = []
+
+    def prepare(folder: Path, version: int) -> None:
+        shutil.copyfile(source, folder / MODEL_FILE)
+        (folder / CONFIG_FILE).write_text(json.dumps(raw))
+        if report is not None:
+            report.dump(folder)
+        try:
+            result = load_version(folder, options.name, version, settings)
+        except ModelLoadFailed as error:
+            raise ImportFailed(error.message) from error
+        result.config.dump(folder)
+        result.backend.close()
+        loaded.append(result)
+
+    version = publish(options.repository, options.name, prepare)
+    result = loaded[0]
+    config = result.config.model_copy(update={"version": version})
+    return LoadedVersion(config, result.report, result.backend, result.policy,
+                         options.repository / options.name / str(version), result.load_seconds, result.warmup)
+
+
+def summary(source: Path, loaded: LoadedVersion) -> str:
+    config, policy = loaded.config, loaded.policy
+    size = (loaded.folder / MODEL_FILE).stat().st_size
+    lines = [f"published {config.name} version {config.version} at {loaded.folder}",
+             f"  file        {source} ({size / 1e6:.1f} MB, sha256 {config.sha256})"]
+    lines += [f"  input       {t.describe()}" for t in config.inputs]
+    lines += [f"  output      {t.describe()}" for t in config.outputs]
+    open_axes = [f"{t.name}: {[i for i, d in enumerate(t.shape) if d == -1]}" for t in config.inputs + config.outputs
+                 if -1 in t.shape]
+    lines.append(f"  open axes   {'; '.join(open_axes) or 'none'}")
+    if policy.batching:
+        lines.append(f"  batching    dynamic, up to the server's --max-batch-size ({policy.max_batch_size} by default)"
+                     f" along axis 0: {policy.reason}" if config.max_batch_size is None else
+                     f"  batching    dynamic, up to {policy.max_batch_size} along axis 0 ({policy.reason})")
+    else:
+        lines.append(f"  batching    none, one request at a time: {policy.reason}")
+    lines.append(f"  /predict    {_describe_processor(config)}")
+    if config.classification is not None:
+        c = config.classification
+        kind = "logits: softmax applied" if c.activation == "softmax" else \
+            "taken as probabilities; --scores logits if they are logits"
+        lines.append(f"  labels      {len(c.labels)} on output '{c.output}' ({kind})")
+    lines.append(f"  warm-up     {loaded.warmup} (loaded and warmed in {loaded.load_seconds:.2f} s)")
+    return "\n".join(lines)
+
+
+def _describe_processor(config: ModelConfig) -> str:
+    p = config.processor
+    if p is None:
+        return "named tensors in and out ({\"inputs\": {name: values}})"
+    if p.kind == "sequence":
+        return f"sequences of {p.features}-value frames"
+    resize = "fit and pad" if p.resize == "fit-pad-bilinear" else \
+        f"shorter side to {p.resize_shorter_to or round(min(p.height, p.width) / 0.875)}, centre crop"
+    return (f"pictures: {p.color_mode} {p.width}x{p.height} ({resize}), {p.layout}, "
+            f"(v * {p.scale:.5g} - {p.mean}) / {p.std}")

@@ -1,0 +1,102 @@
+"""Real models nobody here wrote, served after ``nnserve import``: the ``onnx`` package's test models against
+their reference outputs, a pretrained document-orientation classifier answering picture uploads with its labels,
+a text detector taking pictures of any size, and a voice-activity model with a recurrent state."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from PIL import Image, ImageDraw, ImageFont
+
+from tests.imported.clients import assert_same, direct, post_binary, via_triton
+from tests.imported.conftest import LIGHT_MODELS, Served
+from tests.zoo import onnx_test_model
+
+
+def reference_input(path: str) -> np.ndarray:
+    """The input the onnx backend test feeds its light models: arange(n) / n in the input's shape."""
+    graph = onnx.load(path).graph
+    initializers = {i.name for i in graph.initializer}
+    (tensor,) = [i for i in graph.input if i.name not in initializers]
+    shape = tuple(d.dim_value or 1 for d in tensor.type.tensor_type.shape.dim)
+    n = int(np.prod(shape))
+    return (np.arange(n).reshape(shape) / n).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_onnx_test_models_give_their_reference_outputs(served: Served, name: str) -> None:
+    model, expected_file = onnx_test_model(name)
+    expected = numpy_helper.to_array(onnx.load_tensor(str(expected_file)))
+    x = reference_input(str(model))
+    metadata = httpx.get(f"{served.url}/v2/models/onnx-{name}").json()
+    (input_name,) = [i["name"] for i in metadata["inputs"]]
+    assert metadata["parameters"]["max_batch_size"] == 0  # a fixed batch of one: served unbatched
+    got = via_triton(served.url, f"onnx-{name}", {input_name: x}, [metadata["outputs"][0]["name"]], binary=True)
+    np.testing.assert_allclose(next(iter(got.values())), expected, rtol=1e-3, atol=1e-5)
+
+
+def text_page() -> Image.Image:
+    page = Image.new("RGB", (600, 800), "white")
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=22)
+    for i in range(22):
+        draw.text((40, 40 + 32 * i), f"Line {i}: the quick brown fox jumps over the lazy dog {i * 7}", fill="black",
+                  font=font)
+    return page
+
+
+def test_a_pretrained_orientation_classifier_labels_uploaded_pictures(served: Served) -> None:
+    page = text_page()
+    answers = {}
+    for angle in (0, 90, 180, 270):  # PIL turns counter-clockwise; the model's labels are clockwise degrees
+        buffer = io.BytesIO()
+        page.rotate(angle, expand=True).save(buffer, format="JPEG", quality=90)
+        response = httpx.post(f"{served.url}/predict", data={"model": "orientation", "top_k": "4"},
+                              files={"file": ("page.jpg", buffer.getvalue(), "image/jpeg")})
+        assert response.status_code == 200, response.text
+        prediction = response.json()["predictions"][0]
+        assert len(prediction["top_k"]) == 4 and prediction["probability"] > 0.5
+        answers[angle] = prediction["label"]
+    assert answers == {0: "0", 90: "270", 180: "180", 270: "90"}
+
+
+def test_the_orientation_classifier_over_the_protocol_equals_onnxruntime(served: Served) -> None:
+    x = np.random.default_rng(0).normal(size=(3, 3, 224, 224)).astype(np.float32)
+    expected = direct(served.repository / "orientation" / "1" / "model.onnx", {"x": x})
+    got = via_triton(served.url, "orientation", {"x": x}, list(expected), binary=True)
+    for name, array in expected.items():
+        assert_same(got[name], array, name)
+
+
+async def test_a_text_detector_takes_pictures_of_any_size_each_its_own(served: Served) -> None:
+    rng = np.random.default_rng(1)
+    inputs = [rng.random((1, 3, h, w)).astype(np.float32) for h, w in ((64, 96), (96, 64), (64, 96), (128, 128))]
+
+    async with httpx.AsyncClient(base_url=served.url, timeout=60) as client:
+        results = await asyncio.gather(*[post_binary(client, "text-detector", {"x": x}) for x in inputs])
+    for x, got in zip(inputs, results, strict=True):
+        expected = direct(served.repository / "text-detector" / "1" / "model.onnx", {"x": x})
+        for name, array in expected.items():
+            assert_same(got[name], array, f"{name} for {x.shape}")
+
+
+def test_a_stateful_voice_activity_model_runs_unbatched_with_its_state(served: Served) -> None:
+    metadata = httpx.get(f"{served.url}/v2/models/silero-vad").json()
+    assert metadata["parameters"]["max_batch_size"] == 0 and "state" in metadata["parameters"]["batching"]
+    t = np.arange(576) / 16000
+    state = np.zeros((2, 2, 128), np.float32)
+    model_file = served.repository / "silero-vad" / "1" / "model.onnx"
+    for chunk in range(3):  # two streams at once, the state carried from call to call as a client would
+        audio = np.stack([np.sin(2 * np.pi * 440 * (t + chunk)), np.zeros(576)]).astype(np.float32)
+        feeds = {"input": audio, "state": state, "sr": np.array(16000, np.int64)}
+        expected = direct(model_file, feeds)
+        got = via_triton(served.url, "silero-vad", feeds, ["output", "stateN"], binary=chunk % 2 == 0)
+        assert_same(got["output"], expected["output"], "output")
+        assert_same(got["stateN"], expected["stateN"], "stateN")
+        state = got["stateN"]
