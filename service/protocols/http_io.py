@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from service.errors import ClientGone, InvalidValue, MalformedRequest, PayloadTooLarge
+from service.hosting.request_body import keep_body
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -29,7 +30,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    request._body = body  # Starlette's own cache: form() then parses these bytes instead of the spent stream
+    keep_body(request, body)  # form() then parses these bytes instead of the spent stream
     return body
 
 
