@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     graph_optimization: Literal["auto", "all", "extended", "basic", "disable"] = "auto"
     spin_wait: bool = False
     memory_arena: bool = Field(False, description="onnxruntime's CPU arena: no faster here, keeps peaks resident")
-    memory_trim_interval_s: float = Field(1.0, ge=0, description="hand freed memory back this often; 0 = never")
+    memory_trim_interval_s: float = Field(
+        1.0, ge=0, description="collect cyclic garbage and hand freed memory back this often; 0 = never (the "
+        "garbage collector then runs on its own triggers)")
 
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_ms: float = Field(0.0, ge=0, description="longest wait for company; 0 = take what is queued")

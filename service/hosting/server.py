@@ -74,13 +74,14 @@ def prepare_multiprocess_metrics() -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nnserve-metrics-")
 
 
-def http_protocol() -> Any:
-    """uvicorn's httptools protocol with coalesced writes (service.hosting.http_protocol); uvicorn's choice without
-    httptools."""
+def http_protocol(max_body_bytes: int) -> Any:
+    """uvicorn's httptools protocol with coalesced writes and whole bodies read at once (service.http_protocol);
+    uvicorn's choice without httptools."""
     try:
-        from service.hosting.http_protocol import CoalescingHttpToolsProtocol
+        from service.hosting.http_protocol import CoalescingHttpToolsProtocol, read_whole_bodies
     except ImportError:
         return "auto"
+    read_whole_bodies(max_body_bytes)
     return CoalescingHttpToolsProtocol
 
 
@@ -91,7 +92,7 @@ def uvicorn_config(settings: Settings) -> Any:
         "service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
         log_level=settings.log_level, access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
-        loop="auto", http=http_protocol(),
+        loop="auto", http=http_protocol(settings.max_body_bytes),
     )
 
 

@@ -34,13 +34,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def parse_json(data: bytes, what: str = "request body") -> Any:
+def parse_json(data: bytes | memoryview, what: str = "request body") -> Any:
     if not data:
         raise MalformedRequest(f"{what} is empty; expected a JSON object")
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as error:
-        if any(token in data for token in (b"NaN", b"Infinity", b"e999")):
+        if any(token in bytes(data) for token in (b"NaN", b"Infinity", b"e999")):
             raise InvalidValue(f"{what}: NaN and infinite values are not accepted ({error})") from error
         raise MalformedRequest(f"{what} is not valid JSON: {error}") from error
 

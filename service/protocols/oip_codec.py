@@ -32,9 +32,10 @@ class DecodedInfer:
     all_binary: bool  # parameters.binary_data_output: every output binary
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]:
+    """The JSON header and a view of the binary part (a view: a 600 KB picture is not copied again)."""
     if header_length is None:
-        return parse_json(body), b""
+        return parse_json(body), memoryview(b"")
     try:
         length = int(header_length)
     except ValueError:
@@ -42,7 +43,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
                                ) from None
     if not 0 < length <= len(body):
         raise MalformedRequest(f"Inference-Header-Content-Length is {length} but the body has {len(body)} bytes")
-    return parse_json(body[:length], "inference header"), body[length:]
+    view = memoryview(body)
+    return parse_json(view[:length], "inference header"), view[length:]
 
 
 def _shape(value: Any, name: str) -> list[int]:
@@ -76,7 +78,7 @@ def decode_request(body: bytes, header_length: str | None, model: str, version: 
             if offset + size > len(binary):
                 raise MalformedRequest(f"input '{name}': binary_data_size {size} at offset {offset} runs past the "
                                        f"{len(binary)} binary bytes after the header")
-            arrays[name] = tensor_from_bytes(memoryview(binary)[offset:offset + size], datatype, shape, name)
+            arrays[name] = tensor_from_bytes(binary[offset:offset + size], datatype, shape, name)
             offset += size
         else:
             if "data" not in raw:

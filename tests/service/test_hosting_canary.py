@@ -47,6 +47,10 @@ def test_uvicorn_internals_the_hosting_code_uses() -> None:
                               ("run", "sockets")):  # service/hosting/workers.py overrides or calls these
         assert parameter in inspect.signature(getattr(uvicorn.Server, method)).parameters, method
     assert "http" in inspect.signature(uvicorn.Config.__init__).parameters  # a protocol class is accepted
+    from uvicorn.protocols.http import httptools_impl  # read_whole_bodies sets the limit on_body reads
+
+    assert isinstance(httptools_impl.HIGH_WATER_LIMIT, int)
+    assert "HIGH_WATER_LIMIT" in inspect.getsource(HttpToolsProtocol.on_body)
 
 
 async def test_starlette_parses_a_form_from_a_body_already_read() -> None:
