@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.bench.baseline import compare
 from service.bench.inprocess import raw_throughput
 from service.bench.loadgen import LoadResult, run_load
 from service.bench.payloads import build, samples
@@ -40,8 +41,8 @@ class Server:
 
 
 @contextmanager
-def started_server(repository: Path, extra: str) -> Iterator[Server]:
-    with serve_subprocess(repository, shlex.split(extra), timeout=120) as (url, process, _):
+def started_server(repository: Path, extra: str, cwd: Path | None = None) -> Iterator[Server]:
+    with serve_subprocess(repository, shlex.split(extra), timeout=120, cwd=cwd) as (url, process, _):
         yield Server(url, process.pid)
 
 
@@ -151,6 +152,16 @@ def bench(args: argparse.Namespace) -> int:
 
     unbatched: dict[tuple[str, str, int], Row] = {}
     soak = ""
+    if args.baseline:
+        def side(name: str, cwd: Path | None, repository: Path) -> list[Row]:
+            with started_server(repository, args.server_args, cwd) as server:
+                return run_matrix(server, args, models)
+
+        text = compare(args, side)
+        print()
+        print(text)
+        _append_markdown(args, text, "")
+        return 0
     if args.url:
         rows = run_matrix(Server(args.url, None), args, models)
     else:
@@ -168,6 +179,11 @@ def bench(args: argparse.Namespace) -> int:
     print(text)
     if soak:
         print(soak)
+    _append_markdown(args, text, soak)
+    return 0
+
+
+def _append_markdown(args: argparse.Namespace, text: str, soak: str) -> None:
     if args.markdown:
         command = "nnserve bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +191,6 @@ def bench(args: argparse.Namespace) -> int:
             out.write(f"\n### `{command}`\n\n{environment()}\n\n{text}\n")
             if soak:
                 out.write(f"\n{soak}\n")
-    return 0
 
 
 def run_soak(server: Server, args: argparse.Namespace, model: str) -> str:

@@ -25,4 +25,7 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--soak", type=float, default=0.0,
                         help="seconds of one long run (first model and protocol, highest concurrency) "
                              "reporting the server's RSS growth")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="compare with a server of git revision REV, alternating rounds (see --rounds)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each side with --baseline (default 2)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")

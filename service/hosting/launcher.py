@@ -25,15 +25,18 @@ def free_port() -> int:
 
 @contextmanager
 def serve_subprocess(repository: Path, args: Sequence[str] = (), port: int | None = None, timeout: float = 60,
-                     env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+                     env: dict[str, str] | None = None, cwd: Path | None = None,
+                     ) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     """Yield (url, process, log file); the server's output goes to the log file, read on failure. ``env``
-    adds variables (``NNSERVE_*`` settings without a flag) to this process's environment."""
+    adds variables (``NNSERVE_*`` settings without a flag) to this process's environment; ``cwd`` runs the
+    ``service`` package found there (another checkout's, for ``nnserve bench --baseline``)."""
     port = port or free_port()
     command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--repository", str(repository), *args]
     log_path = Path(tempfile.mkstemp(prefix=f"nnserve-{port}-", suffix=".log")[1])
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                   cwd=cwd)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout
