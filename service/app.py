@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.dataplane import DataPlane
 from service.hosting.access_log import AccessLogMiddleware, AccessLogWriter
+from service.hosting.grpc_server import start_grpc, stop_grpc
 from service.hosting.memory import MemoryTrimmer, release_free_memory
 from service.metrics import ServiceMetrics
 from service.model_views import server_version
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
         trimmer.start()
         gc.freeze()  # what start-up built lives on: keep it out of the collector's way (shorter pauses, tails)
         plane.started = plane.accepting = True
+        grpc_server = await start_grpc(plane, settings, access_log)
         for served in plane.registry.served():
             runtime = served.runtime()
             log.info("serving %s v%d on %s (%s onnxruntime threads, graph optimisation %s, %s, loaded in %.2f s)",
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
         try:
             yield
         finally:
+            await stop_grpc(grpc_server, settings.drain_timeout_s)  # its calls in flight finish first
             plane.accepting = False
             await trimmer.stop()
             await plane.registry.close()

@@ -25,6 +25,7 @@ import numpy as np
 from service.backends import Tensors
 from service.errors import ClientGone, MalformedRequest, NNServeError, NotReady, PayloadTooLarge, rejection_reason
 from service.metrics import RequestMetrics, ServiceMetrics
+from service.model_stats import ModelStats
 from service.processors import from_files
 from service.processors.values import top_k_count
 from service.registry import ModelRegistry, ServedModel
@@ -62,6 +63,17 @@ class PredictRequest:
     top_k: Any = None
 
 
+def parse_version(value: Any) -> int | None:
+    """A requested model version (path segment, JSON or form field): absent, or a non-negative integer."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise MalformedRequest(f"model version must be a non-negative integer, received {value!r}")
+
+
 class Call:
     """One request's accounting: outcome and latency metrics, the in-flight gauge, and what its access-log line
     says (model, version, batch size: written into ``record``)."""
@@ -71,10 +83,13 @@ class Call:
         self.protocol = protocol
         self.record = record
         self.bound: RequestMetrics | None = None  # until bind(): a request for no served model
+        self.stats: ModelStats | None = None
+        self.rows = 0
         self.start = self.decoding = time.perf_counter()
 
     def bind(self, served: ServedModel) -> None:
         self.bound = self.metrics.for_request(served.name, str(served.version), self.protocol)
+        self.stats = served.stats
         self.record["model"], self.record["version"] = served.name, served.version
         self.bound.in_flight.inc()
 
@@ -82,7 +97,7 @@ class Call:
         self.decoding = time.perf_counter()
 
     def decoded(self, rows: int) -> None:
-        self.record["batch_size"] = rows
+        self.record["batch_size"] = self.rows = rows
         if self.bound is not None:
             self.bound.preprocess.observe(time.perf_counter() - self.decoding)
 
@@ -92,10 +107,16 @@ class Call:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None,
                  ) -> None:
         bound = self.bound
+        elapsed = time.perf_counter() - self.start
         if bound is not None:
             bound.in_flight.dec()
         else:
             bound = self.metrics.for_request(UNKNOWN, "", self.protocol)
+        if self.stats is not None:
+            if error is None:
+                self.stats.answered(self.rows, elapsed)
+            else:
+                self.stats.failed(elapsed)
         if error is None:
             bound.count("success", "200")
         elif isinstance(error, NNServeError):
@@ -107,7 +128,7 @@ class Call:
             bound.count("error", "500")
         else:  # cancelled or disconnected: the client went away
             bound.count("cancelled", "499")
-        bound.latency.observe(time.perf_counter() - self.start)
+        bound.latency.observe(elapsed)
 
 
 class DataPlane:

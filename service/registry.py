@@ -25,6 +25,7 @@ from service.hosting.memory import release_free_memory
 from service.input_check import InputCheck
 from service.loading import BatchPolicy, LoadedVersion, load_version
 from service.metrics import ServiceMetrics
+from service.model_stats import ModelStats
 from service.processors import InputProcessor, OutputProcessor, input_processor, output_processor
 from service.report import TrainingReport
 from service.repository import list_models, list_versions, version_dir
@@ -34,21 +35,26 @@ log = logging.getLogger("nnserve")
 
 
 class _Observer:
-    def __init__(self, metrics: ServiceMetrics, name: str, version: str) -> None:
+    """What a version's batcher reports: to its Prometheus series and to its statistics."""
+
+    def __init__(self, metrics: ServiceMetrics, name: str, version: str, stats: ModelStats) -> None:
         self._depth = metrics.queue_depth.labels(name, version)
         self._wait = metrics.queue_wait.labels(name, version)
         self._compute = metrics.compute.labels(name, version)
         self._size = metrics.batch_size.labels(name, version)
+        self._stats = stats
 
     def queued(self, depth: int) -> None:
         self._depth.set(depth)
 
     def waited(self, seconds: float) -> None:
         self._wait.observe(seconds)
+        self._stats.queue.add(seconds)
 
     def computed(self, batch_size: int, seconds: float) -> None:
         self._size.observe(batch_size)
         self._compute.observe(seconds)
+        self._stats.computed(batch_size, seconds)
 
 
 @dataclass(eq=False)
@@ -62,6 +68,7 @@ class ServedModel:
     outputs: OutputProcessor
     batcher: Batcher
     path: Path
+    stats: ModelStats
     load_seconds: float = 0.0
     retired: bool = False
 
@@ -127,15 +134,16 @@ class ModelRegistry:
 
     def serve(self, loaded: LoadedVersion) -> ServedModel:
         config, policy = loaded.config, loaded.policy
+        stats = ModelStats()
         batcher = Batcher(
-            loaded.backend.run, self.executor, _Observer(self.metrics, config.name, str(config.version)),
+            loaded.backend.run, self.executor, _Observer(self.metrics, config.name, str(config.version), stats),
             max_batch_size=policy.max_batch_size, max_queue_delay_s=policy.max_queue_delay_s,
             max_queue_size=policy.max_queue_size, concurrency=policy.concurrency,
             pad_values={a.input: a.pad_value for a in config.ragged}, name=f"{config.name}:{config.version}",
         )
         return ServedModel(config, loaded.report, loaded.backend, policy, InputCheck(config, policy.batching),
                            input_processor(config, self.settings.max_image_pixels), output_processor(config),
-                           batcher, loaded.folder, loaded.load_seconds)
+                           batcher, loaded.folder, stats, loaded.load_seconds)
 
     async def load(self, name: str, versions: list[int] | None = None) -> list[ServedModel]:
         """Build, warm and start the versions of ``name``, then swap them in; the old ones are drained."""

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = Field(8001, ge=0, description="the Open Inference Protocol over gRPC; 0 = off")
+    grpc_max_message_bytes: int = Field(
+        64 * 1024 * 1024, ge=4 * 1024 * 1024, description="largest gRPC message either way (gRPC's own default, "
+        "4 MB, is less than a batch of 16 pictures of 3x224x224 FP32)")
     workers: int = Field(1, ge=1, description="server processes (each loads every model)")
     repository: Path = Path("models")
     models: list[str] = Field(default_factory=list, description="serve only these models (default: all)")

@@ -31,8 +31,9 @@ def serve_subprocess(repository: Path, args: Sequence[str] = (), port: int | Non
     adds variables (``NNSERVE_*`` settings without a flag) to this process's environment; ``cwd`` runs the
     ``service`` package found there (another checkout's, for ``nnserve bench --baseline``)."""
     port = port or free_port()
+    grpc = [] if "--grpc-port" in args else ["--grpc-port", str(free_port())]  # never a fixed port in tests
     command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--repository", str(repository), *args]
+               "--repository", str(repository), *grpc, *args]
     log_path = Path(tempfile.mkstemp(prefix=f"nnserve-{port}-", suffix=".log")[1])
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},

@@ -15,6 +15,8 @@ from service.settings import Settings
 FLAGS: list[tuple[str, type, str]] = [
     ("host", str, "address to bind (default 127.0.0.1; 0.0.0.0 in the container)"),
     ("port", int, "port (default 8000)"),
+    ("grpc-port", int, "gRPC port, the Open Inference Protocol (default 8001; 0 turns gRPC off)"),
+    ("grpc-max-message-bytes", int, "largest gRPC message (default 64 MiB)"),
     ("workers", int, "server processes, each with every model (default 1)"),
     ("repository", str, "model repository folder (default models/)"),
     ("providers", str, "execution providers: auto | cpu | cuda (default auto)"),

@@ -45,17 +45,6 @@ def parse_json(data: bytes | memoryview, what: str = "request body") -> Any:
         raise MalformedRequest(f"{what} is not valid JSON: {error}") from error
 
 
-def parse_version(value: Any) -> int | None:
-    """A requested model version (path segment, JSON or form field): absent, or a non-negative integer."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    raise MalformedRequest(f"model version must be a non-negative integer, received {value!r}")
-
-
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
                     headers=headers, media_type="application/json")

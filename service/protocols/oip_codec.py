@@ -10,7 +10,6 @@ whether the tensors fit the model is the data plane's check.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +17,10 @@ import numpy as np
 import orjson
 
 from service.dataplane import InferRequest, InferResponse
-from service.datatypes import DTYPES, as_bytes_tensor, datatype_of, deserialize_bytes, element_size, serialize_bytes
-from service.errors import InvalidDatatype, InvalidShape, MalformedRequest
+from service.datatypes import DTYPES, datatype_of
+from service.errors import InvalidDatatype, MalformedRequest
 from service.protocols.http_io import parse_json
+from service.protocols.tensor_data import tensor_bytes, tensor_from_bytes, tensor_from_json
 
 HEADER = "inference-header-content-length"
 
@@ -92,43 +92,6 @@ def decode_request(body: bytes, header_length: str | None, model: str, version: 
                                      else None), binary_outputs, all_binary)
 
 
-def tensor_from_bytes(data: memoryview, datatype: str, shape: list[int], name: str) -> np.ndarray:
-    """Raw little-endian elements (or length-prefixed ones, for BYTES) -> an array of ``shape``."""
-    count = math.prod(shape)
-    itemsize = element_size(datatype)
-    if itemsize is None:
-        return deserialize_bytes(data, count, f"input '{name}'").reshape(shape)
-    if len(data) != count * itemsize:
-        raise InvalidShape(f"input '{name}': shape {shape} of {datatype} needs {count * itemsize} bytes, "
-                           f"binary_data_size is {len(data)}")
-    return np.frombuffer(data, dtype=DTYPES[datatype], count=count).reshape(shape)
-
-
-def tensor_from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
-    """JSON ``data`` (flat or nested, row-major) -> an array of ``shape``, every value checked to fit."""
-    count = math.prod(shape)
-    if datatype == "BYTES":
-        flat = np.asarray(data, dtype=object).ravel().tolist() if isinstance(data, list) else [data]
-        array = as_bytes_tensor(flat, (len(flat),))
-    else:
-        dtype = DTYPES[datatype]
-        try:
-            if dtype.kind in "iu":  # a float or out-of-range value must not be truncated or wrapped around
-                parsed = np.asarray(data)
-                if parsed.size and (parsed.dtype.kind not in "iub" or parsed.min() < np.iinfo(dtype).min
-                                    or parsed.max() > np.iinfo(dtype).max):
-                    raise ValueError(f"values must be integers in [{np.iinfo(dtype).min}, {np.iinfo(dtype).max}]")
-                array = parsed.astype(dtype)
-            else:
-                array = np.asarray(data, dtype=dtype)
-        except (ValueError, TypeError, OverflowError) as error:
-            raise InvalidDatatype(f"input '{name}': data is not a (regular) array of {datatype} values: "
-                                  f"{error}") from None
-    if array.size != count:
-        raise InvalidShape(f"input '{name}': shape {shape} holds {count} values, data has {array.size}")
-    return array.reshape(shape)
-
-
 def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, set[str], bool]:
     params = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
     all_binary = bool(params.get("binary_data_output", False)) if params else False
@@ -157,7 +120,7 @@ def encode_response(response: InferResponse, decoded: DecodedInfer) -> tuple[byt
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if decoded.all_binary or name in decoded.binary_outputs:
-            data = serialize_bytes(array) if datatype == "BYTES" else array.tobytes()
+            data = tensor_bytes(array)
             entry["parameters"] = {"binary_data_size": len(data)}
             blobs.append(data)
         elif datatype == "BYTES":

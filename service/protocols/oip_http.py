@@ -7,10 +7,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, parse_version
 from service.errors import NotReady
 from service.model_views import model_metadata, server_metadata, triton_config
-from service.protocols.http_io import json_response, log_record, parse_version, read_body
+from service.protocols.http_io import json_response, log_record, read_body
 from service.protocols.oip_codec import HEADER, decode_request, encode_response
 
 

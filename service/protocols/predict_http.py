@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from service.dataplane import DataPlane, PredictRequest
+from service.dataplane import DataPlane, PredictRequest, parse_version
 from service.errors import InvalidValue, MalformedRequest
-from service.protocols.http_io import json_response, log_record, parse_json, parse_version, read_body
+from service.protocols.http_io import json_response, log_record, parse_json, read_body
 
 OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {

@@ -76,6 +76,8 @@ def test_ports_and_images_are_overridable_by_env() -> None:
                 for p in service["ports"]}
 
     assert any("0.0.0.0:18000:8000" in p for p in published(services["nnserve"])), services["nnserve"]
+    assert any(":8001:8001" in p for p in published(services["nnserve"])), "the gRPC port is published"
+    assert services["nnserve"]["environment"]["NNSERVE_GRPC_PORT"] == "8001"
     assert any("19090:9090" in p for p in published(services["prometheus"]))
     assert any("13000:3000" in p for p in published(services["grafana"]))
     assert services["nnserve"]["image"] == "registry.example/nnserve:1"
@@ -95,6 +97,10 @@ def test_host_network_override() -> None:
         for name in ("nnserve", "nnserve-gpu"):
             assert config["services"][name]["build"]["network"] == "none"
         assert config["services"]["nnserve"]["environment"]["NNSERVE_HOST"] == "127.0.0.1"
+        if profile_args:  # on one host network, the two replicas' four ports must all differ
+            ports = [config["services"][n]["environment"][k] for n in ("nnserve", "nnserve-gpu")
+                     for k in ("NNSERVE_PORT", "NNSERVE_GRPC_PORT")]
+            assert len(set(ports)) == 4, ports
         assert config["services"]["prometheus"]["extra_hosts"]["nnserve"] == "127.0.0.1"
 
 

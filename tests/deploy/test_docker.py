@@ -85,7 +85,7 @@ def test_image_is_slim_non_root_and_configured(docker: str, image: str) -> None:
     env = dict(e.split("=", 1) for e in cfg["Env"])
     assert env["NNSERVE_REPOSITORY"] == "/models" and env["NNSERVE_PORT"] == "8000"
     assert env["NNSERVE_HOST"] == "0.0.0.0" and env["NNSERVE_PROVIDERS"] == "cpu"
-    assert "8000/tcp" in cfg["ExposedPorts"]
+    assert {"8000/tcp", "8001/tcp"} <= set(cfg["ExposedPorts"]) and env["NNSERVE_GRPC_PORT"] == "8001"
     script = ("for t in gcc cc g++ make; do command -v $t && exit 3; done; "
               "python3 -c 'import torch' 2>/dev/null && exit 4; "
               "python3 -c 'import onnxruntime, fastapi, service'; "
@@ -103,17 +103,30 @@ def test_image_is_slim_non_root_and_configured(docker: str, image: str) -> None:
 class Container:
     name: str
     url: str
+    grpc_target: str
+
+
+def grpc_serving(target: str) -> bool:
+    """grpc.health.v1 says the whole server is SERVING."""
+    import grpc
+
+    from service.protocols.grpc_proto import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    return bool(status.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 @pytest.fixture
 def container(docker: str, image: str) -> Iterator[Container]:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     name = f"nnserve-test-{uuid.uuid4().hex[:8]}"
     run([docker, "run", "-d", "--name", name, "--network", "host",
-         "-e", "NNSERVE_HOST=127.0.0.1", "-e", f"NNSERVE_PORT={port}", "-e", "NNSERVE_INTRA_OP_THREADS=1",
+         "-e", "NNSERVE_HOST=127.0.0.1", "-e", f"NNSERVE_PORT={port}", "-e", f"NNSERVE_GRPC_PORT={grpc_port}",
+         "-e", "NNSERVE_INTRA_OP_THREADS=1",
          "--health-interval=1s", "--health-start-period=120s", "--cpus=2", "--memory=2g", image])
     try:
-        yield Container(name, f"http://127.0.0.1:{port}")
+        yield Container(name, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}")
     finally:
         logs = run([docker, "logs", "--tail", "40", name], check=False)
         print(f"--- {name} log tail ---\n{logs.stdout}{logs.stderr}")
@@ -180,6 +193,7 @@ def test_container_is_healthy_predicts_and_drains_on_sigterm(docker: str, contai
         response = httpx.post(f"{container.url}/predict", json=body, timeout=30)
         assert response.status_code == 200, f"{name}: {response.status_code} {response.text[:300]}"
         assert response.json()["predictions"], response.text[:300]
+    assert grpc_serving(container.grpc_target), "the image serves gRPC too"
 
     # Load: 8 clients posting 32-sample batches to the slowest model; SIGTERM after 1.5 s of it.
     name, manifest = _heaviest_model()
@@ -257,9 +271,10 @@ def test_compose_runs_nnserve_on_the_host_network(docker: str, image: str, tmp_p
     compose = which("docker-compose")
     if compose is None:
         pytest.skip("no docker-compose (deploy/ci-setup.sh)")
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     project = f"nnserve-test-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "NNSERVE_IMAGE": image, "NNSERVE_HOST_PORT": str(port),
+           "NNSERVE_GRPC_HOST_PORT": str(grpc_port),
            "NNSERVE_MODELS_DIR": str(MODELS), "NNSERVE_LOG_LEVEL": "warning"}
     files = ["-f", str(REPO / "docker-compose.yml"), "-f", str(DEPLOY / "compose.hostnet.yml")]
     resolved = yaml.safe_load(run([compose, *files, "config"], env=env, cwd=REPO).stdout)
@@ -277,6 +292,7 @@ def test_compose_runs_nnserve_on_the_host_network(docker: str, image: str, tmp_p
         body = {"model": name, "inputs": [example_input(manifest)]}
         response = httpx.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=30)
         assert response.status_code == 200, response.text[:300]
+        assert grpc_serving(f"127.0.0.1:{grpc_port}")
         mounts = json.loads(run([docker, "inspect", "-f", "{{json .Mounts}}", container_id]).stdout)
         assert [(m["Destination"], m["RW"]) for m in mounts] == [("/models", False)], mounts
         limits = json.loads(run([docker, "inspect", "-f", "{{json .HostConfig}}", container_id]).stdout)

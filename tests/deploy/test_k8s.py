@@ -106,6 +106,8 @@ def test_deployment_probes_draining_and_security() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert env["NNSERVE_PORT"]["value"] == str(container["ports"][0]["containerPort"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["NNSERVE_GRPC_PORT"]["value"] == str(ports["grpc"]) == "8001"
     assert container["image"] == "nnserve:latest"
 
 
@@ -116,7 +118,9 @@ def test_service_hpa_pdb_and_servicemonitor_refer_to_the_deployment() -> None:
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert service["spec"]["selector"].items() <= pod_labels.items()
     port_names = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
-    assert service["spec"]["ports"][0]["targetPort"] in port_names
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == port_names == {"http", "grpc"}
+    grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert grpc_port["port"] == 8001 and grpc_port["appProtocol"] == "kubernetes.io/h2c"
     hpa = objects["HorizontalPodAutoscaler"]
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "nnserve"}
     assert hpa["spec"]["minReplicas"] >= 2 and hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
@@ -151,6 +155,8 @@ def test_inferenceservice_predictor_is_a_valid_pod(tmp_path: Path) -> None:
     assert container["image"] == "nnserve:latest"
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["NNSERVE_PORT"] == str(container["ports"][0]["containerPort"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["NNSERVE_GRPC_PORT"] == str(ports["h2c"]), "KServe names a gRPC port h2c"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     kserve_fields = {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "containerConcurrency",
                      "timeout", "canaryTrafficPercent", "batcher", "logger"}

@@ -22,7 +22,7 @@ from training.data import load_fashion_mnist, load_japanese_vowels
 @asynccontextmanager
 async def running_app(repository: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(**{"repository": repository, "warmup_batch_sizes": [1], "graph_optimization": "all",
-                           "access_log": False, **overrides})
+                           "access_log": False, "grpc_port": 0, **overrides})
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -1,0 +1,253 @@
+"""The Open Inference Protocol over gRPC: KServe's ``inference.GRPCInferenceService`` with the Triton extensions its
+client uses (model configuration, statistics, the repository behind the admin token, a bidirectional stream of
+inferences). Each method decodes, calls the data plane (or the repository admin, or a model view: what HTTP
+calls), and encodes; an error's stable ``code`` becomes its gRPC status (``STATUS``) with the same message.
+
+A client's deadline is the request's (never computed after it passed); a cancelled call leaves its batch. Every
+call is counted with ``protocol="grpc"`` and gets one access-log line with its request id (metadata
+``x-request-id``, echoed in the trailing metadata, or generated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import orjson
+from google.protobuf import json_format
+
+from service import repository_admin
+from service.dataplane import DataPlane, parse_version
+from service.errors import MalformedRequest, NNServeError, NotReady
+from service.hosting.access_log import AccessLogWriter, RequestIds
+from service.model_views import model_metadata, server_metadata, triton_config
+from service.protocols.grpc_handlers import Malformed
+from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
+from service.protocols.oip_grpc_codec import decode_infer, encode_infer
+from service.registry import ServedModel
+
+STATUS: dict[str, grpc.StatusCode] = {  # error code -> gRPC status; a 4xx code not listed is INVALID_ARGUMENT
+    "model_not_found": grpc.StatusCode.NOT_FOUND,
+    "version_not_found": grpc.StatusCode.NOT_FOUND,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
+    "conflict": grpc.StatusCode.FAILED_PRECONDITION,
+    "payload_too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "not_ready": grpc.StatusCode.UNAVAILABLE,
+    "deadline_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "inference_failed": grpc.StatusCode.INTERNAL,
+    "internal_error": grpc.StatusCode.INTERNAL,
+}
+SERVICE = "inference.GRPCInferenceService"
+log = logging.getLogger("nnserve")
+QUIET = frozenset({"ServerLive", "ServerReady", "ModelReady"})  # probes: no access-log line, as HTTP's health
+
+
+def status_of(error: NNServeError) -> grpc.StatusCode:
+    return STATUS.get(error.code, grpc.StatusCode.INVALID_ARGUMENT if error.status < 500 else
+                      grpc.StatusCode.INTERNAL)
+
+
+class GrpcCall:
+    """One RPC's request id, access-log record and error mapping."""
+
+    def __init__(self, method: str, context: Any, ids: RequestIds, log: AccessLogWriter | None) -> None:
+        self.method = method
+        self.context = context
+        self.log = log if method not in QUIET else None
+        self.start = time.perf_counter()
+        metadata = dict(context.invocation_metadata() or ())
+        self.metadata: dict[str, str] = {k: v for k, v in metadata.items() if isinstance(v, str)}
+        self.request_id = self.metadata.get("x-request-id", "")[:128] or ids.next()
+        self.record: dict[str, Any] = {}
+        self.status = "OK"
+
+    def write(self) -> None:
+        if self.log is not None:
+            self.log.write({
+                "ts": time.time(), "request_id": self.request_id, "protocol": "grpc", "method": self.method,
+                "path": f"/{SERVICE}/{self.method}", "status": self.status, "model": self.record.get("model"),
+                "version": self.record.get("version"), "batch_size": self.record.get("batch_size"),
+                "latency_ms": round((time.perf_counter() - self.start) * 1e3, 3),
+            })
+
+
+class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, plane: DataPlane, log: AccessLogWriter | None) -> None:
+        self.plane = plane
+        self.log = log
+        self.ids = RequestIds()
+
+    async def _answer(self, method: str, context: Any, handler: Callable[[GrpcCall], Awaitable[Any]]) -> Any:
+        call = GrpcCall(method, context, self.ids, self.log)
+        context.set_trailing_metadata((("x-request-id", call.request_id),))
+        try:
+            return await handler(call)
+        except NNServeError as error:
+            code = status_of(error)
+            call.status = code.name
+            await context.abort(code, error.message)
+        except asyncio.CancelledError:
+            call.status = "CANCELLED"
+            raise
+        finally:
+            call.write()
+
+    # -- health and metadata --------------------------------------------------------------------------------
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return oip_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return oip_pb2.ServerReadyResponse(ready=self.plane.ready)
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        try:
+            self.plane.model(request.name, parse_version(request.version))
+        except NNServeError:
+            return oip_pb2.ModelReadyResponse(ready=False)
+        return oip_pb2.ModelReadyResponse(ready=self.plane.accepting)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return oip_pb2.ServerMetadataResponse(**server_metadata())
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        async def handle(call: GrpcCall) -> Any:
+            served = self._model(request.name, request.version)
+            view = model_metadata(served, sorted(self.plane.registry.models[served.name]))
+            view.pop("parameters")
+            return json_format.ParseDict(view, oip_pb2.ModelMetadataResponse())
+
+        return await self._answer("ModelMetadata", context, handle)
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:
+        async def handle(call: GrpcCall) -> Any:
+            served = self._model(request.name, request.version)
+            view = triton_config(served, sorted(self.plane.registry.models[served.name]))
+            config = json_format.ParseDict(view, oip_pb2.ModelConfig(), ignore_unknown_fields=True)
+            config.parameters["nnserve_config"].string_value = orjson.dumps(view["nnserve"]).decode()
+            return oip_pb2.ModelConfigResponse(config=config)
+
+        return await self._answer("ModelConfig", context, handle)
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:
+        async def handle(call: GrpcCall) -> Any:
+            if request.name:
+                name = self._model(request.name, request.version).name
+                versions = self.plane.registry.models[name]
+                wanted = [versions[int(request.version)]] if request.version else list(versions.values())
+            else:
+                wanted = self.plane.registry.served()
+            return oip_pb2.ModelStatisticsResponse(model_stats=[_statistics(m) for m in wanted])
+
+        return await self._answer("ModelStatistics", context, handle)
+
+    def _model(self, name: str, version: str) -> ServedModel:
+        return self.plane.model(name, parse_version(version))
+
+    # -- inference -------------------------------------------------------------------------------------------
+    async def _infer(self, call: GrpcCall, request: Any, context: Any) -> Any:
+        with self.plane.call("grpc", call.record) as accounting:
+            self.plane.require_accepting()
+            accounting.decode_started()
+            remaining = context.time_remaining() if context is not None else None
+            decoded = decode_infer(request, remaining)
+            response = await self.plane.infer(accounting, decoded.request)
+            return encode_infer(response, decoded.typed)
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        return await self._answer("ModelInfer", context, lambda call: self._infer(call, request, context))
+
+    async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+        """Each request is answered as soon as it is computed (requests of one stream batch together), with its
+        error in ``error_message`` rather than ending the stream."""
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(request: Any) -> None:
+            call = GrpcCall("ModelStreamInfer", context, self.ids, self.log)
+            try:
+                if isinstance(request, Malformed):
+                    raise MalformedRequest(request.message)
+                response = await self._infer(call, request, context)
+                await answers.put(oip_pb2.ModelStreamInferResponse(infer_response=response))
+            except Exception as error:  # the stream goes on: this request's error is its answer
+                message = error.message if isinstance(error, NNServeError) else f"internal error: {error!r}"
+                call.status = status_of(error).name if isinstance(error, NNServeError) else "INTERNAL"
+                if not isinstance(error, NNServeError):
+                    log.exception("stream inference failed", exc_info=error)
+                await answers.put(oip_pb2.ModelStreamInferResponse(
+                    error_message=message, infer_response=oip_pb2.ModelInferResponse(id=getattr(request, "id", ""))))
+            finally:
+                call.write()
+
+        async def read() -> None:
+            async for request in request_iterator:
+                task = asyncio.get_running_loop().create_task(one(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.gather(*list(tasks), return_exceptions=True)
+            await answers.put(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    # -- the model repository (admin) ------------------------------------------------------------------------
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        async def handle(call: GrpcCall) -> Any:
+            repository_admin.authorize(self.plane.settings, call.metadata.get("authorization"))
+            rows = repository_admin.index(self.plane.registry)
+            if request.ready:
+                rows = [r for r in rows if r["state"] == "READY"]
+            return oip_pb2.RepositoryIndexResponse(models=[oip_pb2.RepositoryIndexResponse.ModelIndex(**r)
+                                                           for r in rows])
+
+        return await self._answer("RepositoryIndex", context, handle)
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        async def handle(call: GrpcCall) -> Any:
+            repository_admin.authorize(self.plane.settings, call.metadata.get("authorization"))
+            if not self.plane.accepting:
+                raise NotReady("server is shutting down")
+            await repository_admin.load(self.plane.registry, request.model_name, None)
+            return oip_pb2.RepositoryModelLoadResponse()
+
+        return await self._answer("RepositoryModelLoad", context, handle)
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        async def handle(call: GrpcCall) -> Any:
+            repository_admin.authorize(self.plane.settings, call.metadata.get("authorization"))
+            await repository_admin.unload(self.plane.registry, request.model_name)
+            return oip_pb2.RepositoryModelUnloadResponse()
+
+        return await self._answer("RepositoryModelUnload", context, handle)
+
+
+def _statistics(served: ServedModel) -> Any:
+    s = served.stats
+
+    def duration(d: Any) -> Any:
+        return oip_pb2.StatisticDuration(count=d.count, ns=d.ns)
+
+    return oip_pb2.ModelStatistics(
+        name=served.name, version=str(served.version), last_inference=s.last_inference_ms,
+        inference_count=s.inference_count, execution_count=s.execution_count,
+        inference_stats=oip_pb2.InferStatistics(success=duration(s.success), fail=duration(s.fail),
+                                                queue=duration(s.queue), compute_infer=duration(s.compute)),
+        batch_stats=[oip_pb2.InferBatchStatistics(batch_size=size, compute_infer=duration(d))
+                     for size, d in sorted(s.batches.items())],
+    )

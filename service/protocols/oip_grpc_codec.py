@@ -1,0 +1,100 @@
+"""Open Inference Protocol tensors over gRPC: ``ModelInferRequest`` -> ``InferRequest`` -> the data plane ->
+``InferResponse`` -> ``ModelInferResponse``.
+
+Inputs come either all as ``raw_input_contents`` (one entry per input, in order: the same bytes as HTTP's binary
+extension) or each in the typed ``contents`` field of its datatype (FP16 has none: raw only); a tensor given both
+ways, or neither, is refused. The answer takes the form the request did: raw outputs for raw inputs (Triton
+answers raw always, and its client reads both), typed contents for typed inputs unless an output is FP16.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.dataplane import InferRequest, InferResponse, parse_version
+from service.datatypes import DTYPES, as_bytes_tensor, datatype_of
+from service.errors import InvalidDatatype, InvalidShape, MalformedRequest
+from service.protocols.grpc_proto import oip_pb2
+from service.protocols.tensor_data import tensor_bytes, tensor_from_bytes
+
+CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+            "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+            "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
+            "BYTES": "bytes_contents"}
+
+
+@dataclass
+class DecodedGrpcInfer:
+    request: InferRequest
+    typed: bool  # the inputs came as typed contents: answer the same way where every output can
+
+
+def decode_infer(message: Any, timeout_s: float | None) -> DecodedGrpcInfer:
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise MalformedRequest(f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs: give one for each "
+                               f"input, in order, or none")
+    arrays: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(message.inputs):
+        name = tensor.name
+        if name in arrays:
+            raise MalformedRequest(f"input '{name}' given twice")
+        shape = list(tensor.shape)
+        if any(d < 0 for d in shape):
+            raise MalformedRequest(f"input '{name}': shape must hold non-negative sizes, received {shape}")
+        if tensor.datatype not in DTYPES:
+            raise InvalidDatatype(f"input '{name}': datatype {tensor.datatype!r} is not one of {list(DTYPES)}")
+        has_contents = tensor.HasField("contents")
+        if raw:
+            if has_contents:
+                raise MalformedRequest(f"input '{name}' comes both as typed contents and in raw_input_contents; "
+                                       f"give one")
+            arrays[name] = tensor_from_bytes(memoryview(raw[i]), tensor.datatype, shape, name)
+        elif not has_contents:
+            raise MalformedRequest(f"input '{name}' has no contents and the request no raw_input_contents")
+        else:
+            arrays[name] = _from_contents(tensor.contents, tensor.datatype, shape, name)
+    outputs = [o.name for o in message.outputs] or None
+    request = InferRequest(message.model_name, parse_version(message.model_version), arrays, outputs,
+                           message.id or None, timeout_s)
+    return DecodedGrpcInfer(request, typed=not raw)
+
+
+def _from_contents(contents: Any, datatype: str, shape: list[int], name: str) -> np.ndarray:
+    field = CONTENTS.get(datatype)
+    if field is None:
+        raise InvalidDatatype(f"input '{name}': {datatype} has no typed contents field; send it in "
+                              f"raw_input_contents")
+    values = getattr(contents, field)
+    count = math.prod(shape)
+    if len(values) != count:
+        raise InvalidShape(f"input '{name}': shape {shape} holds {count} values, {field} has {len(values)}")
+    if datatype == "BYTES":
+        return as_bytes_tensor(list(values), shape)
+    dtype = DTYPES[datatype]
+    array = np.array(values, dtype=np.int64 if dtype.kind in "iu" and dtype.itemsize < 8 else dtype)
+    if array.dtype != dtype:  # int_contents / uint_contents carry narrower integers: each must fit
+        info = np.iinfo(dtype)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise InvalidDatatype(f"input '{name}': {datatype} values must lie in [{info.min}, {info.max}]")
+        array = array.astype(dtype)
+    return array.reshape(shape)
+
+
+def encode_infer(response: InferResponse, typed: bool) -> Any:
+    message = oip_pb2.ModelInferResponse(model_name=response.model, model_version=str(response.version),
+                                         id=response.id or "")
+    datatypes = {name: datatype_of(array) for name, array in response.outputs.items()}
+    typed = typed and all(d in CONTENTS for d in datatypes.values())
+    for name, array in response.outputs.items():
+        tensor = message.outputs.add(name=name, datatype=datatypes[name], shape=array.shape)
+        if typed:
+            values = array.ravel().tolist()
+            getattr(tensor.contents, CONTENTS[datatypes[name]]).extend(values)
+        else:
+            message.raw_output_contents.append(tensor_bytes(array))
+    return message

@@ -1,0 +1,141 @@
+"""gRPC beyond single calls: the standard health service and server reflection (what probes and grpcurl use),
+a cancelled call leaving its batch, every worker process serving gRPC on one port, and SIGTERM letting a call in
+flight finish."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as tg
+from google.protobuf import descriptor_pb2
+from grpc import aio
+
+from service.hosting.launcher import free_port, serve_subprocess
+from service.protocols.grpc_proto import health_pb2, health_pb2_grpc, reflection_pb2, reflection_pb2_grpc
+from tests.grpc.conftest import GrpcServer
+from tests.service.conftest import metric_value
+
+HEAVY = np.zeros((64, 1, 28, 28), np.float32)
+
+
+def heavy_input() -> list[tg.InferInput]:
+    tensor = tg.InferInput("image", list(HEAVY.shape), "FP32")
+    tensor.set_data_from_numpy(HEAVY)
+    return [tensor]
+
+
+async def test_the_standard_health_service(grpc_server: GrpcServer) -> None:
+    async with aio.insecure_channel(grpc_server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert (await health.Check(health_pb2.HealthCheckRequest(service=""))).status == serving
+        assert (await health.Check(health_pb2.HealthCheckRequest(service="mlp"))).status == serving
+        with pytest.raises(aio.AioRpcError) as unknown:
+            await health.Check(health_pb2.HealthCheckRequest(service="nope"))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="lstm"))
+        first = await watch.read()
+        assert first.status == serving
+        watch.cancel()
+
+
+async def test_server_reflection_lists_and_describes_the_services(grpc_server: GrpcServer) -> None:
+    async with aio.insecure_channel(grpc_server.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol="inference.GRPCInferenceService"),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Symbol")]
+        answers = [answer async for answer in stub.ServerReflectionInfo(iter(requests))]
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection"} <= names
+    described = descriptor_pb2.FileDescriptorProto.FromString(
+        answers[1].file_descriptor_response.file_descriptor_proto[0])
+    assert described.package == "inference" and "GRPCInferenceService" in [s.name for s in described.service]
+    assert "ModelInfer" in [m.name for m in described.service[0].method]
+    assert answers[2].error_response.error_code == 5  # NOT_FOUND
+
+
+async def test_a_cancelled_call_leaves_its_batch(grpc_server: GrpcServer) -> None:
+    before = httpx.get(f"{grpc_server.url}/metrics").text
+    heavy = {"model": "resnet", "inputs": [[[0] * 28] * 28] * 64}
+    async with httpx.AsyncClient(base_url=grpc_server.url, timeout=60) as http, \
+            aio.insecure_channel(grpc_server.target) as channel:
+        load = [asyncio.ensure_future(http.post("/predict", json=heavy)) for _ in range(14)]
+        await asyncio.sleep(0.15)  # a fraction of a second of work queued ahead of the call (within its 1024)
+        from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
+
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+        call = stub.ModelInfer(oip_pb2.ModelInferRequest(
+            model_name="resnet", inputs=[oip_pb2.ModelInferRequest.InferInputTensor(
+                name="image", datatype="FP32", shape=[64, 1, 28, 28])], raw_input_contents=[HEAVY.tobytes()]))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert all(r.status_code == 200 for r in await asyncio.gather(*load))
+    await asyncio.sleep(0.3)
+    after = httpx.get(f"{grpc_server.url}/metrics").text
+    assert metric_value(after, "nnserve_requests_total", model="resnet", protocol="grpc", outcome="cancelled") > \
+        metric_value(before, "nnserve_requests_total", model="resnet", protocol="grpc", outcome="cancelled")
+    served = metric_value(after, "nnserve_batch_size_sum", model="resnet") - \
+        metric_value(before, "nnserve_batch_size_sum", model="resnet")
+    assert served == 14 * 64, "the cancelled request's 64 rows were computed anyway"
+
+
+def test_every_worker_serves_grpc_on_the_one_port(grpc_repository: Path) -> None:
+    """Statistics are per process: once the calls are done, fresh connections report two different counts (one
+    per process), which together are every call made."""
+    port = free_port()
+    args = ["--workers", "2", "--grpc-port", str(port), "--no-access-log"]
+    with serve_subprocess(grpc_repository, args, env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"},
+                          timeout=120) as (_, _, log):
+        deadline = time.monotonic() + 60  # ready means one process ready: wait for the other's models too
+        while log.read_text().count("Application startup complete") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for _ in range(31):  # a fresh connection each time: the kernel spreads them over the processes (an odd
+            client = tg.InferenceServerClient(f"127.0.0.1:{port}")  # number: the two counts cannot be equal)
+            client.infer("mlp", [_one_image()])
+            client.close()
+        counts = set()
+        for _ in range(30):
+            client = tg.InferenceServerClient(f"127.0.0.1:{port}")
+            stats = client.get_inference_statistics("mlp", as_json=True)["model_stats"][0]
+            counts.add(int(stats.get("inference_count", 0)))
+            client.close()
+        assert len(counts) == 2 and sum(counts) == 31, counts
+
+
+def _one_image() -> tg.InferInput:
+    tensor = tg.InferInput("image", [1, 1, 28, 28], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+    return tensor
+
+
+def test_sigterm_lets_a_call_in_flight_finish(grpc_repository: Path) -> None:
+    port = free_port()
+    args = ["--grpc-port", str(port), "--model", "resnet", "--no-access-log"]
+    with serve_subprocess(grpc_repository, args,
+                          env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}) as (_, process, log):
+        client = tg.InferenceServerClient(f"127.0.0.1:{port}")
+        results: list[object] = []
+        for _ in range(6):  # a queue of heavy calls, then the signal while they are in flight
+            client.async_infer("resnet", heavy_input(), lambda result, error: results.append(error or result))
+        time.sleep(0.15)
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while len(results) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        errors = [r for r in results if isinstance(r, Exception)]
+        assert len(results) == 6 and not errors, errors
+        assert all(r.as_numpy("probabilities").shape == (64, 10) for r in results)  # type: ignore[attr-defined]
+        process.wait(30)
+        assert "drained and stopped" in log.read_text()
+        client.close()
