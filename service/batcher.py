@@ -203,6 +203,14 @@ class Batcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, batch: list[Item]) -> None:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._slots.release()
+
         try:
             loop = asyncio.get_running_loop()
             now, measured = loop.time(), time.perf_counter()
@@ -216,15 +224,18 @@ class Batcher:
                 live.append(item)
                 self._observer.waited(measured - item.queued_at)
             if live:
-                await self._compute(loop, live)
+                await self._compute(loop, live, release)
         finally:
-            self._slots.release()
+            release()
 
-    async def _compute(self, loop: asyncio.AbstractEventLoop, live: list[Item]) -> None:
+    async def _compute(self, loop: asyncio.AbstractEventLoop, live: list[Item], release: Callable[[], None]) -> None:
+        """Run the batch, free its compute slot, then answer its items: the batch loop wakes before the items'
+        requesters do, so the next batch starts computing while these answers are encoded and sent."""
         total = sum(item.size for item in live)
         start = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._run, merge(live, self._pad_values))
+            release()
             if self.max_batch_size:
                 for name, out in outputs.items():
                     if out.ndim == 0 or len(out) != total:

@@ -16,13 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from service.bench.baseline import compare
+from service.bench.grpc_load import run_h2load
 from service.bench.inprocess import raw_throughput
 from service.bench.loadgen import LoadResult, run_load
 from service.bench.payloads import build, samples
-from service.bench.scrape import batch_histogram, cpu_seconds, rss_mb, scrape, tree_pids
-from service.hosting.launcher import serve_subprocess
+from service.bench.scrape import batch_histogram, cpu_seconds, grpc_failures, rss_mb, scrape, tree_pids
+from service.hosting.launcher import free_port, serve_subprocess
 from service.loading import LoadedVersion, load_version
 from service.repository import list_versions
 from service.settings import Settings
@@ -32,6 +34,7 @@ from service.settings import Settings
 class Server:
     url: str
     pid: int | None
+    grpc: str = ""  # host:port of its gRPC side
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p) for p in tree_pids(self.pid)) if self.pid else 0.0
@@ -42,8 +45,12 @@ class Server:
 
 @contextmanager
 def started_server(repository: Path, extra: str, cwd: Path | None = None) -> Iterator[Server]:
-    with serve_subprocess(repository, shlex.split(extra), timeout=120, cwd=cwd) as (url, process, _):
-        yield Server(url, process.pid)
+    args = shlex.split(extra)
+    grpc_port = free_port()
+    if "--grpc-port" not in extra:
+        args += ["--grpc-port", str(grpc_port)]
+    with serve_subprocess(repository, args, timeout=120, cwd=cwd) as (url, process, _):
+        yield Server(url, process.pid, f"127.0.0.1:{grpc_port}")
 
 
 @dataclass
@@ -67,10 +74,18 @@ def measure(server: Server, model: LoadedVersion, protocol: str, concurrency: in
             raw: list) -> Row:  # type: ignore[type-arg]
     payload = build(model, protocol, raw)
     if args.warmup > 0:
-        run_load(server.url, payload, concurrency, args.warmup)
+        if protocol == "grpc":
+            run_h2load(server.grpc, payload, concurrency, args.warmup)
+        else:
+            run_load(server.url, payload, concurrency, args.warmup)
     before, cpu_before = scrape(server.url), server.cpu()
-    load = run_load(server.url, payload, concurrency, args.duration)
+    if protocol == "grpc":
+        load = run_h2load(server.grpc, payload, concurrency, args.duration)
+    else:
+        load = run_load(server.url, payload, concurrency, args.duration)
     after, cpu_after = scrape(server.url), server.cpu()
+    if protocol == "grpc":  # gRPC errors travel in trailers h2load does not read: the server counted them
+        load.errors += int(grpc_failures(after, model.config.name) - grpc_failures(before, model.config.name))
     hist = batch_histogram(before, after, model.config.name)
     batches = hist.get("+Inf", 0.0)
     ones = hist.get("1.0", 0.0)
@@ -163,7 +178,8 @@ def bench(args: argparse.Namespace) -> int:
         _append_markdown(args, text, "")
         return 0
     if args.url:
-        rows = run_matrix(Server(args.url, None), args, models)
+        rows = run_matrix(Server(args.url, None, args.grpc_target or f"{urlsplit(args.url).hostname}:8001"),
+                          args, models)
     else:
         print(f"batched server ({args.server_args or 'defaults'}):", flush=True)
         with started_server(args.repository, args.server_args) as server:

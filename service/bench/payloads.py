@@ -78,7 +78,7 @@ def build(model: LoadedVersion, protocol: str, items: list[Sample]) -> Payload:
     name = model.config.name
     bodies: list[bytes] = []
     headers: list[dict[str, str]] = []
-    for item in items:
+    for item in items if protocol != "grpc" else []:
         if protocol == "predict":
             bodies.append(orjson.dumps({"model": name, "inputs": item.raw}))
             headers.append({})
@@ -96,9 +96,24 @@ def build(model: LoadedVersion, protocol: str, items: list[Sample]) -> Payload:
                 "outputs": [{"name": o.name, "parameters": {"binary_data": True}} for o in model.config.outputs]})
             bodies.append(head + b"".join(blobs.values()))
             headers.append({"Inference-Header-Content-Length": str(len(head))})
+    if protocol == "grpc":
+        return Payload("/inference.GRPCInferenceService/ModelInfer", "application/grpc",
+                       [grpc_frame(model, item.tensors) for item in items], [{} for _ in items], 1)
     content_type = "application/octet-stream" if protocol == "v2-binary" else "application/json"
     path = "/predict" if protocol == "predict" else f"/v2/models/{name}/infer"
     return Payload(path, content_type, bodies, headers, 1)
+
+
+def grpc_frame(model: LoadedVersion, tensors: Tensors) -> bytes:
+    """A ``ModelInferRequest`` with raw contents, framed as gRPC sends a message (flag byte, length, message)."""
+    from service.protocols.grpc_proto import oip_pb2
+
+    message = oip_pb2.ModelInferRequest(model_name=model.config.name)
+    for name, array in tensors.items():
+        message.inputs.add(name=name, datatype=_datatype(model, name), shape=array.shape)
+        message.raw_input_contents.append(serialize_bytes(array) if array.dtype == object else array.tobytes())
+    data = message.SerializeToString()
+    return b"\0" + len(data).to_bytes(4, "big") + data
 
 
 def _datatype(model: LoadedVersion, name: str) -> str:

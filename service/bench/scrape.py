@@ -66,3 +66,12 @@ def tree_pids(pid: int) -> list[int]:
                     pids.append(int(child.name))
                     frontier.append(int(child.name))
     return pids
+
+
+def grpc_failures(sample: dict, model: str) -> float:  # type: ignore[type-arg]
+    """gRPC requests for ``model`` that failed, per the server's own counter (calls cancelled by the load generator
+    stopping mid-flight are not failures)."""
+    return float(sum(value for (name, labels), value in sample.items()
+                     if name == "nnserve_requests_total" and dict(labels).get("protocol") == "grpc"
+                     and dict(labels).get("model") == model
+                     and dict(labels).get("outcome") not in ("success", "cancelled")))
