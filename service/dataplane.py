@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from service.backends import Tensors
+from service.drain import draining
 from service.errors import ClientGone, MalformedRequest, NNServeError, NotReady, PayloadTooLarge, rejection_reason
 from service.metrics import RequestMetrics, ServiceMetrics
 from service.model_stats import ModelStats
@@ -141,7 +142,8 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self.started and self.accepting and bool(self.registry.models)
+        """Loaded and warmed, accepting, and not draining (a stop signal turns readiness off at once)."""
+        return self.started and self.accepting and not draining() and bool(self.registry.models)
 
     def require_accepting(self) -> None:
         if not self.accepting:

@@ -99,8 +99,7 @@ def uvicorn_config(settings: Settings) -> Any:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from service.hosting.uvicorn_server import NNServeServer
     from service.hosting.workers import serve_group, serve_worker
 
     apply_flags(args)
@@ -110,5 +109,5 @@ def serve(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         prepare_multiprocess_metrics()
         return serve_group(settings, uvicorn_config(settings))
-    uvicorn.Server(uvicorn_config(settings)).run()
+    NNServeServer(uvicorn_config(settings)).run()
     return 0

@@ -26,6 +26,7 @@ from types import FrameType
 
 import uvicorn
 
+from service.hosting.uvicorn_server import NNServeServer
 from service.settings import Settings
 
 log = logging.getLogger("nnserve")
@@ -123,19 +124,27 @@ class WorkerGroup:
                 child.wait()
 
 
-class GroupServer(uvicorn.Server):
+class GroupServer(NNServeServer):
     """uvicorn's server for the started process: signals reach the children too, and its shutdown ends only
-    when theirs has (uvicorn re-raises the signal once ``serve`` returns, which would end this process)."""
+    when theirs has."""
 
     def __init__(self, config: uvicorn.Config, group: WorkerGroup, drain_timeout_s: float) -> None:
         super().__init__(config)
         self.group = group
         self.drain_timeout_s = drain_timeout_s
+        self.forwarded = False  # the children were told to stop
+
+    def _forward(self) -> None:
+        # Once only, and the flag first: a second signal may interrupt the first one's handler inside
+        # group.signal(), whose locks would then wait forever for the very thread holding them.
+        if not self.forwarded:
+            self.forwarded = True
+            # Always SIGTERM: a terminal's Ctrl+C has reached the children already, and a second SIGINT would
+            # make them stop without draining.
+            self.group.signal(signal.SIGTERM)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Always SIGTERM: a terminal's Ctrl+C has reached the children already, and a second SIGINT would make
-        # uvicorn force them out without draining.
-        self.group.signal(signal.SIGTERM)
+        self._forward()
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
@@ -146,7 +155,7 @@ class GroupServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         import asyncio
 
-        self.group.signal(signal.SIGTERM)
+        self._forward()
         await super().shutdown(sockets)
         await asyncio.to_thread(self.group.wait, self.drain_timeout_s + 10)
 
@@ -170,5 +179,5 @@ def serve_group(settings: Settings, config: uvicorn.Config) -> int:
 def serve_worker(parent: int, settings: Settings, config: uvicorn.Config) -> int:
     """A child of ``serve_group``."""
     die_with_parent(parent)
-    uvicorn.Server(config).run(sockets=[port_socket(settings.host, settings.port)])
+    NNServeServer(config).run(sockets=[port_socket(settings.host, settings.port)])
     return 0

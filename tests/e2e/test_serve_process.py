@@ -95,8 +95,7 @@ def test_sigterm_drains_in_flight_requests(models_dir: Path) -> None:
 
         codes = asyncio.run(scenario())
         assert codes.count(200) == len(codes), codes
-        # uvicorn drains, then re-raises the signal so a parent sees it (-15); as PID 1 in a container it is 0.
-        assert process.wait(30) in (0, -signal.SIGTERM)
+        assert process.wait(30) == 0  # drained: a clean exit, not uvicorn's re-raised signal
         assert "drained and stopped" in log.read_text()
 
 
@@ -174,7 +173,7 @@ def test_workers_restart_a_killed_one_and_stop_together(models_dir: Path) -> Non
         assert all(httpx.post(f"{url}/predict", json=body).status_code == 200 for _ in range(20))
         replacement = _children(process.pid)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) in (0, -signal.SIGTERM)
+        assert process.wait(30) == 0
     assert f"worker {children[0]} exited with -9 while serving" in log.read_text()
     assert not any(Path(f"/proc/{pid}").exists() for pid in replacement)
 
@@ -260,7 +259,7 @@ def test_ctrl_c_in_a_terminal_drains_every_worker(models_dir: Path, tmp_path: Pa
             _wait_for(lambda: log.read_text().count("Application startup complete") == 2)
             time.sleep(0.5)
             os.killpg(server.pid, signal.SIGINT)
-            assert server.wait(30) in (0, -signal.SIGINT)
+            assert server.wait(30) == 0
         finally:
             if server.poll() is None:
                 os.killpg(server.pid, signal.SIGKILL)

@@ -47,6 +47,15 @@ def test_uvicorn_internals_the_hosting_code_uses() -> None:
                               ("run", "sockets")):  # service/hosting/workers.py overrides or calls these
         assert parameter in inspect.signature(getattr(uvicorn.Server, method)).parameters, method
     assert "http" in inspect.signature(uvicorn.Config.__init__).parameters  # a protocol class is accepted
+    # NNServeServer.handle_exit sets these instead of uvicorn's (which re-raises the signal at exit)
+    server = uvicorn.Server(uvicorn.Config(app=None))
+    assert server.should_exit is False and server.force_exit is False
+    assert "self.should_exit" in inspect.getsource(uvicorn.Server.main_loop)
+    # CoalescingHttpToolsProtocol.shutdown replaces this one, and reads the cycle's state
+    assert "connection.shutdown()" in inspect.getsource(uvicorn.Server.shutdown)
+    shutdown = inspect.getsource(HttpToolsProtocol.shutdown)
+    assert "self.cycle.response_complete" in shutdown and "self.cycle.keep_alive = False" in shutdown
+    assert "keep_alive=" in inspect.getsource(HttpToolsProtocol.on_headers_complete)
     from uvicorn.protocols.http import httptools_impl  # read_whole_bodies sets the limit on_body reads
 
     assert isinstance(httptools_impl.HIGH_WATER_LIMIT, int)
