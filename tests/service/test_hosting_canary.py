@@ -50,7 +50,7 @@ def test_uvicorn_internals_the_hosting_code_uses() -> None:
     # NNServeServer.handle_exit sets these instead of uvicorn's (which re-raises the signal at exit)
     server = uvicorn.Server(uvicorn.Config(app=None))
     assert server.should_exit is False and server.force_exit is False
-    assert "self.should_exit" in inspect.getsource(uvicorn.Server.main_loop)
+    assert "self.should_exit" in inspect.getsource(uvicorn.Server.on_tick)
     # CoalescingHttpToolsProtocol.shutdown replaces this one, and reads the cycle's state
     assert "connection.shutdown()" in inspect.getsource(uvicorn.Server.shutdown)
     shutdown = inspect.getsource(HttpToolsProtocol.shutdown)
