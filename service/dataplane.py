@@ -24,7 +24,15 @@ import numpy as np
 
 from service.backends import Tensors
 from service.drain import draining
-from service.errors import ClientGone, MalformedRequest, NNServeError, NotReady, PayloadTooLarge, rejection_reason
+from service.errors import (
+    ClientGone,
+    InvalidValue,
+    MalformedRequest,
+    NNServeError,
+    NotReady,
+    PayloadTooLarge,
+    rejection_reason,
+)
 from service.metrics import RequestMetrics, ServiceMetrics
 from service.model_stats import ModelStats
 from service.processors import from_files
@@ -132,6 +140,17 @@ class Call:
         bound.latency.observe(elapsed)
 
 
+def _refuse_nan(outputs: Tensors, inputs: Tensors) -> None:
+    """A NaN output is the model's answer to inputs outside what it can take (finite, but 3e38, say): an error
+    naming it, never ``null`` in a 200."""
+    for name, array in outputs.items():
+        if array.dtype.kind == "f" and array.size and np.isnan(array).any():
+            largest = max((float(np.abs(a).max()) for a in inputs.values() if a.dtype.kind == "f" and a.size),
+                          default=0.0)
+            raise InvalidValue(f"output '{name}' holds {int(np.isnan(array).sum())} NaN value(s): the inputs are "
+                               f"outside what the model can take (largest magnitude {largest:.3g})")
+
+
 class DataPlane:
     def __init__(self, settings: Settings, metrics: ServiceMetrics, registry: ModelRegistry) -> None:
         self.settings = settings
@@ -163,6 +182,7 @@ class DataPlane:
         wanted = self._outputs(served, request.outputs)
         rows, key = self._check(served, request.inputs, call)
         outputs = await self._run(served, request.inputs, rows, key, request.timeout_s)
+        _refuse_nan(outputs, request.inputs)
         return InferResponse(served.name, served.version, {name: outputs[name] for name in wanted}, request.id)
 
     async def predict(self, call: Call, request: PredictRequest) -> dict[str, Any]:
@@ -181,6 +201,7 @@ class DataPlane:
             tensors = served.inputs.from_json(request.inputs)
         rows, key = self._check(served, tensors, call, trusted=served.config.processor is not None)
         outputs = await self._run(served, tensors, rows, key, None)
+        _refuse_nan(outputs, tensors)
         return {"model": served.name, "version": served.version, **served.outputs.respond(outputs, top_k)}
 
     def _still_serving(self, served: ServedModel, version: int | None) -> ServedModel:
