@@ -186,19 +186,45 @@ def test_workers_die_with_a_killed_server(models_dir: Path) -> None:
         _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=20)
 
 
-def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+def test_a_worker_that_cannot_start_stops_the_server(models_dir: Path, tmp_path: Path) -> None:
+    """Both processes serve; then the model file is damaged and the child killed: its replacement cannot load the
+    model (start-up failure, exit 3), and the started process, still healthy itself, stops the server with 3."""
+    import shutil
 
-    from service.hosting.launcher import free_port
+    repository = tmp_path / "models"
+    shutil.copytree(models_dir / "mlp", repository / "mlp")
+    with serve_subprocess(repository, ["--workers", "2", "--no-access-log"]) as (_, process, log):
+        _wait_for(lambda: log.read_text().count("Application startup complete") == 2)
+        children = _children(process.pid)
+        for model in repository.glob("mlp/*/model.onnx"):
+            model.write_bytes(b"not a model")
+        os.kill(children[0], signal.SIGKILL)
+        assert process.wait(30) == 3  # uvicorn's start-up failure code, not a signal
+    text = log.read_text()
+    assert f"worker {children[0]} exited with -9 while serving: starting another" in text
+    assert "could not start (exit 3): stopping the server" in text.split("while serving", 1)[1]
 
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(free_port()), "--workers", "2",
-               "--repository", str(empty)]
-    result = subprocess.run(command, capture_output=True, timeout=60)
-    assert result.returncode == 3  # uvicorn's start-up failure code, not a signal
-    assert b"no models found" in result.stdout + result.stderr
+
+def test_workers_that_keep_dying_are_restarted_later_and_later(models_dir: Path) -> None:
+    """The first replacement starts at once; one that dies soon after starting waits 1 s, the next 2 s."""
+    import re
+    import time
+
+    with serve_subprocess(models_dir, ["--workers", "2", "--model", "mlp", "--no-access-log"]) as (url, process, log):
+        killed: list[tuple[int, float]] = []
+        for _ in range(3):
+            _wait_for(lambda: log.read_text().count("Application startup complete") == 2 + len(killed))
+            child = _children(process.pid)[0]
+            os.kill(child, signal.SIGKILL)
+            killed.append((child, time.monotonic()))
+        _wait_for(lambda: len(_children(process.pid)) == 1 and _children(process.pid)[0] != killed[-1][0])
+        replaced = time.monotonic()
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200  # the started process served throughout
+    text = log.read_text()
+    delays = [re.search(rf"worker {pid} exited with -9 while serving: starting another( in (\d+) s)?", text)
+              for pid, _ in killed]
+    assert [m and m.group(2) for m in delays] == [None, "1", "2"], text[-3000:]
+    assert replaced - killed[-1][1] >= 2.0
 
 
 def test_workers_share_the_connections(models_dir: Path) -> None:
