@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await plane.registry.load_repository()
+        await plane.repository.start()
         gc.collect()
         release_free_memory()
         trimmer.start()
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
             await stop_grpc(grpc_server, settings.drain_timeout_s)  # its calls in flight finish first
             plane.accepting = False
             await trimmer.stop()
+            await plane.repository.stop()
             await plane.registry.close()
             if access_log is not None:
                 access_log.flush()

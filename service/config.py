@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.datatypes import Datatype
+from service.version_policy import VersionPolicy
 
 CONFIG_FILE = "config.json"
 SCHEMA_VERSION = 2
@@ -149,6 +150,8 @@ class ModelConfig(_Strict):
     batching: BatchingConfig = BatchingConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     warmup: dict[str, WarmupInput] = Field(default_factory=dict)
+    version_policy: VersionPolicy | None = Field(
+        None, description="which versions are served, read from the newest version (service.version_policy)")
 
     def input(self, name: str) -> TensorConfig:
         return next(t for t in self.inputs if t.name == name)

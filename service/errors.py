@@ -10,7 +10,6 @@
     ├── Unauthorized             401  unauthorized            admin endpoints without the bearer token
     ├── ModelNotFound            404  model_not_found
     ├── VersionNotFound          404  version_not_found
-    ├── Conflict                 409  conflict                repository API with several worker processes
     ├── PayloadTooLarge          413  payload_too_large       body over the limit
     ├── UnsupportedMediaType     415  unsupported_media_type
     ├── Overloaded               429  overloaded              queue full; carries Retry-After
@@ -72,10 +71,6 @@ class ModelNotFound(NNServeError):
 
 class VersionNotFound(NNServeError):
     status, code = 404, "version_not_found"
-
-
-class Conflict(NNServeError):
-    status, code = 409, "conflict"
 
 
 class PayloadTooLarge(NNServeError):

@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.version_policy import VersionPolicy
 
 
 class Settings(BaseSettings):
@@ -28,8 +30,14 @@ class Settings(BaseSettings):
     repository: Path = Path("models")
     models: list[str] = Field(default_factory=list, description="serve only these models (default: all)")
     model_versions: dict[str, list[int]] = Field(
-        default_factory=dict, description='pinned versions, e.g. {"cnn": [1, 2]}; default: the latest of each'
+        default_factory=dict, description='pinned versions, e.g. {"cnn": [1, 2]}; default: the version policy'
     )
+    version_policy: str = Field("latest:1", description="which versions of a model are served where its newest "
+                                "config.json says nothing: latest[:N], all, specific:V[,V...]")
+    repository_poll_s: float = Field(5.0, ge=0, description="how often the repository is checked for new, changed "
+                                     "and removed versions; 0 = never (service.repository_sync)")
+    control_dir: Path | None = Field(None, description="internal: the folder through which the processes of one "
+                                     "server follow the repository API's orders (service.model_control)")
 
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int | None = Field(
@@ -57,6 +65,12 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     drain_timeout_s: float = 30.0
+
+    @field_validator("version_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        VersionPolicy.parse(value)
+        return value
 
     def onnxruntime_threads(self) -> int:
         """The intra-op thread count: as set, or every core this process may use shared among the workers —

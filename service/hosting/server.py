@@ -19,6 +19,10 @@ FLAGS: list[tuple[str, type, str]] = [
     ("grpc-max-message-bytes", int, "largest gRPC message (default 64 MiB)"),
     ("workers", int, "server processes, each with every model (default 1)"),
     ("repository", str, "model repository folder (default models/)"),
+    ("repository-poll-s", float, "check the repository for new, changed and removed versions this often "
+     "(default 5; 0 = never)"),
+    ("version-policy", str, "versions served where a model's config says nothing: latest[:N] | all | "
+     "specific:V[,V...] (default latest:1)"),
     ("providers", str, "execution providers: auto | cpu | cuda (default auto)"),
     ("intra-op-threads", int, "onnxruntime threads per call (default: CPU cores / workers)"),
     ("graph-optimization", str, "auto | all | extended | basic | disable (default auto: measured at load)"),
