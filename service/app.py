@@ -57,12 +57,6 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
         gc.freeze()  # what start-up built lives on: keep it out of the collector's way (shorter pauses, tails)
         plane.started = plane.accepting = True
         grpc_server = await start_grpc(plane, settings, access_log)
-        for served in plane.registry.served():
-            runtime = served.runtime()
-            log.info("serving %s v%d on %s (%s onnxruntime threads, graph optimisation %s, %s, loaded in %.2f s)",
-                     served.name, served.version, runtime.get("providers"), runtime.get("intra_op_threads"),
-                     runtime.get("graph_optimization"), f"batches up to {served.policy.max_batch_size}"
-                     if served.policy.batching else f"unbatched: {served.policy.reason}", served.load_seconds)
         try:
             yield
         finally:

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=4 * 1024 * 1024, description="largest gRPC message either way (gRPC's own default, "
         "4 MB, is less than a batch of 16 pictures of 3x224x224 FP32)")
-    workers: int = Field(1, ge=1, description="server processes (each loads every model)")
+    workers: int | None = Field(
+        None, ge=1, description="server processes, each with every model; `nnserve serve` defaults to one per CPU "
+        "this process may use (service.settings.default_workers); an app built directly is one process")
     repository: Path = Path("models")
     models: list[str] = Field(default_factory=list, description="serve only these models (default: all)")
     model_versions: dict[str, list[int]] = Field(
@@ -77,14 +79,31 @@ class Settings(BaseSettings):
         one call with all of them measured faster than several calls with one each (docs/benchmarks.md)."""
         if self.intra_op_threads is not None:
             return self.intra_op_threads
-        return max(1, usable_cpus() // self.workers)
+        return max(1, usable_cpus() // (self.workers or 1))
 
 
-def usable_cpus() -> int:
+def default_workers(providers: str, cpus: int, cuda_offered: bool) -> int:
+    """``nnserve serve``'s process count when none is given: one per CPU, because one process's event loop is the
+    limit (at c=64 it keeps 55% of two cores busy on the MLP; docs/benchmarks.md); one where the models run on
+    CUDA, where each process would hold its own copy of every model in GPU memory and the GPU, not the event loop,
+    sets the pace."""
+    if providers == "cuda" or (providers == "auto" and cuda_offered):
+        return 1
+    return max(1, cpus)
+
+
+def cuda_offered() -> bool:
+    """Whether onnxruntime here offers CUDA (onnxruntime-gpu installed; whether a GPU answers shows at load)."""
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """CPUs this process may use: its affinity, capped by a container's CPU quota (cgroup v2 ``cpu.max`` or
     v1 ``cpu.cfs_quota_us``), which the affinity does not show (a 2-CPU pod on a 32-core node)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = _cgroup_quota(Path("/sys/fs/cgroup"))
+    quota = _cgroup_quota(cgroup)
     return max(1, min(cpus, math.ceil(quota))) if quota else cpus
 
 

@@ -25,14 +25,15 @@ def free_port() -> int:
 
 @contextmanager
 def serve_subprocess(repository: Path, args: Sequence[str] = (), port: int | None = None, timeout: float = 60,
-                     env: dict[str, str] | None = None, cwd: Path | None = None,
+                     env: dict[str, str] | None = None, cwd: Path | None = None, wrapper: Sequence[str] = (),
                      ) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     """Yield (url, process, log file); the server's output goes to the log file, read on failure. ``env``
     adds variables (``NNSERVE_*`` settings without a flag) to this process's environment; ``cwd`` runs the
-    ``service`` package found there (another checkout's, for ``nnserve bench --baseline``)."""
+    ``service`` package found there (another checkout's, for ``nnserve bench --baseline``); ``wrapper`` goes
+    before the command (``taskset -c 0``, which then execs the server: the process is still the server)."""
     port = port or free_port()
     grpc = [] if "--grpc-port" in args else ["--grpc-port", str(free_port())]  # never a fixed port in tests
-    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    command = [*wrapper, sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--repository", str(repository), *grpc, *args]
     log_path = Path(tempfile.mkstemp(prefix=f"nnserve-{port}-", suffix=".log")[1])
     with log_path.open("wb") as log:

@@ -172,7 +172,7 @@ def serve_group(settings: Settings, config: uvicorn.Config) -> int:
     os.environ["NNSERVE_PORT"] = str(sock.getsockname()[1])  # the children bind the same port (even if 0 was asked)
     control = ControlFolder(Path(tempfile.mkdtemp(prefix="nnserve-control-")))
     os.environ["NNSERVE_CONTROL_DIR"] = str(control.folder)  # every process follows the repository API's orders
-    group = WorkerGroup(settings.workers - 1, control)
+    group = WorkerGroup((settings.workers or 1) - 1, control)
     server = GroupServer(config, group, settings.drain_timeout_s)
     group.start()
     log.info("nnserve on http://%s:%s: this process (%d) and %s", settings.host, os.environ["NNSERVE_PORT"],
