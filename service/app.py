@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.dataplane import DataPlane
+from service.dataplane import UNKNOWN, DataPlane
 from service.hosting.access_log import AccessLogMiddleware, AccessLogWriter
+from service.hosting.body_budget import BodyAdmission, BodyBudget
 from service.hosting.grpc_server import start_grpc, stop_grpc
 from service.hosting.memory import MemoryTrimmer, release_free_memory
 from service.metrics import ServiceMetrics
@@ -78,7 +79,17 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
     routers = [module.build_router(plane) for module in (predict_http, oip_http, repository_http, info_http)]
     for router in routers:
         app.include_router(router)
-    app.front = AccessLogMiddleware(InferenceFastPath(app.framework, routers), access_log)
+    budget = app.state.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
+
+    def refused(scope: Scope) -> None:
+        path = scope["path"]
+        protocol = "predict" if path == "/predict" else "v2" if path.startswith("/v2/") else "http"
+        bound = metrics.for_request(UNKNOWN, "", protocol)
+        bound.reject("overload")
+        bound.count("overload", "429")
+
+    app.front = AccessLogMiddleware(BodyAdmission(InferenceFastPath(app.framework, routers), budget, refused),
+                                    access_log)
     app.state.routers = routers
     return app
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.version_policy import VersionPolicy
@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_body_bytes_in_flight: int = Field(
+        128 * 1024 * 1024, ge=1024, description="request bodies one process holds at once; a request over it gets "
+        "429 (service.hosting.body_budget); at least --max-body-bytes")
     max_image_pixels: int = Field(4096 * 4096, ge=1)
     max_items_per_request: int = Field(256, ge=1)
 
@@ -67,6 +70,14 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     drain_timeout_s: float = 30.0
+
+    @model_validator(mode="after")
+    def _budget_holds_a_body(self) -> Settings:
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(f"max_body_bytes_in_flight ({self.max_body_bytes_in_flight}) is smaller than "
+                             f"max_body_bytes ({self.max_body_bytes}): a request of the largest size could never "
+                             f"be admitted")
+        return self
 
     @field_validator("version_policy")
     @classmethod

@@ -36,6 +36,7 @@ FLAGS: list[tuple[str, type, str]] = [
     ("batch-concurrency", int, "batches of one model computing at once (default 1)"),
     ("request-timeout-ms", float, "queued longer than this -> 504 (default 10000)"),
     ("max-body-bytes", int, "request body limit (default 16 MiB)"),
+    ("max-body-bytes-in-flight", int, "request bodies held at once per process before 429 (default 128 MiB)"),
     ("max-image-pixels", int, "uploaded picture limit in pixels (default 4096*4096)"),
     ("admin-token", str, "bearer token of the /v2/repository API (default: API disabled)"),
     ("log-level", str, "debug | info | warning (default info)"),
