@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from service.bench.baseline import compare
+from service.bench.baseline import Side, compare
 from service.bench.grpc_load import run_h2load
 from service.bench.inprocess import raw_throughput
 from service.bench.loadgen import LoadResult, run_load
@@ -68,6 +68,10 @@ class Row:
     @property
     def samples_per_s(self) -> float:
         return self.load.rps * self.samples_per_request
+
+    @property
+    def p50_ms(self) -> float:
+        return self.load.p50_ms
 
 
 def measure(server: Server, model: LoadedVersion, protocol: str, concurrency: int, args: argparse.Namespace,
@@ -167,9 +171,9 @@ def bench(args: argparse.Namespace) -> int:
 
     unbatched: dict[tuple[str, str, int], Row] = {}
     soak = ""
-    if args.baseline:
-        def side(name: str, cwd: Path | None, repository: Path) -> list[Row]:
-            with started_server(repository, args.server_args, cwd) as server:
+    if args.baseline or args.versus_args:
+        def side(which: Side) -> list[Row]:
+            with started_server(which.repository, which.server_args, which.cwd) as server:
                 return run_matrix(server, args, models)
 
         text = compare(args, side)

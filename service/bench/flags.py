@@ -28,5 +28,9 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
                              "reporting the server's RSS growth")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="compare with a server of git revision REV, alternating rounds (see --rounds)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of each side with --baseline (default 2)")
+    parser.add_argument("--versus-args", default=None, metavar="ARGS",
+                        help='compare with this checkout\'s server started with these flags instead of '
+                             '--server-args, alternating rounds, e.g. --versus-args="--workers 1"')
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of each side with --baseline or --versus-args (default 2)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")

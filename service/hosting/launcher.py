@@ -4,6 +4,7 @@ Used by ``nnserve bench`` and by the end-to-end tests."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def all_processes_started(log: str) -> bool:
+    """Whether every serving process has loaded its models and listens (the first one ready is not all of them:
+    a load test's connections would all land on it)."""
+    match = re.search(r"nnserve: (\d+) serving process", log)
+    return match is None or log.count("Application startup complete") >= int(match.group(1))
 
 
 @contextmanager
@@ -46,7 +54,8 @@ def serve_subprocess(repository: Path, args: Sequence[str] = (), port: int | Non
                 if process.poll() is not None:
                     raise RuntimeError(f"nnserve exited with {process.returncode}: {log_path.read_text()[-3000:]}")
                 try:
-                    if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200 and \
+                            all_processes_started(log_path.read_text(errors="replace")):
                         break
                 except httpx.TransportError:
                     pass
