@@ -23,6 +23,10 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
                         help='extra `nnserve serve` flags for the started server, e.g. --server-args="--workers 2"')
     parser.add_argument("--unbatched", action="store_true",
                         help="also bench a server with --max-batch-size 1 and report the speed-up")
+    parser.add_argument("--reference", action="store_true",
+                        help="also bench the same models behind the simplest FastAPI endpoint calling onnxruntime in "
+                             "its event loop (service/bench/reference_server.py; OIP protocols) and report what "
+                             "nnserve adds to p50")
     parser.add_argument("--soak", type=float, default=0.0,
                         help="seconds of one long run (first model and protocol, highest concurrency) "
                              "reporting the server's RSS growth")
