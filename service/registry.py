@@ -29,6 +29,7 @@ from service.model_stats import ModelStats
 from service.processors import InputProcessor, OutputProcessor, input_processor, output_processor
 from service.report import TrainingReport
 from service.repository import list_models, list_versions, version_dir
+from service.samples import SampleIndex
 from service.settings import Settings
 
 log = logging.getLogger("nnserve")
@@ -70,6 +71,7 @@ class ServedModel:
     path: Path
     stats: ModelStats
     load_seconds: float = 0.0
+    samples: SampleIndex | None = None  # published test-set samples (service.samples)
     retired: bool = False
 
     @property
@@ -143,7 +145,7 @@ class ModelRegistry:
         )
         return ServedModel(config, loaded.report, loaded.backend, policy, InputCheck(config, policy.batching),
                            input_processor(config, self.settings.max_image_pixels), output_processor(config),
-                           batcher, loaded.folder, stats, loaded.load_seconds)
+                           batcher, loaded.folder, stats, loaded.load_seconds, loaded.samples)
 
     async def load(self, name: str, versions: list[int] | None = None) -> list[ServedModel]:
         """Build, warm and start the versions of ``name``, then swap them in; the old ones are drained."""

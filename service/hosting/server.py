@@ -29,6 +29,7 @@ FLAGS: list[tuple[str, type, str]] = [
     ("request-timeout-ms", float, "queued longer than this -> 504 (default 10000)"),
     ("max-body-bytes", int, "request body limit (default 16 MiB)"),
     ("max-image-pixels", int, "uploaded picture limit in pixels (default 4096*4096)"),
+    ("root-path", str, "path prefix a proxy in front strips, e.g. /nnserve (default: none)"),
     ("admin-token", str, "bearer token of the /v2/repository API (default: API disabled)"),
     ("log-level", str, "debug | info | warning (default info)"),
 ]
@@ -94,7 +95,7 @@ def uvicorn_config(settings: Settings) -> Any:
         "service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
         log_level=settings.log_level, access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
-        loop="auto", http=http_protocol(settings.max_body_bytes),
+        loop="auto", http=http_protocol(settings.max_body_bytes), root_path=settings.root_path,
     )
 
 

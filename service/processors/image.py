@@ -100,12 +100,8 @@ class Picture:
     inverted: bool = False
 
 
-def decode_image(data: bytes, spec: ImageProcessor, max_pixels: int, filename: str = "file") -> np.ndarray:
-    """Picture bytes of any size and mode -> ``[H, W]`` or ``[H, W, C]`` uint8 pixels, per the config."""
-    return decode_picture(data, spec, max_pixels, filename).pixels
-
-
 def decode_picture(data: bytes, spec: ImageProcessor, max_pixels: int, filename: str = "file") -> Picture:
+    """Picture bytes of any size and mode -> ``[H, W]`` or ``[H, W, C]`` uint8 pixels, per the config."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
@@ -211,5 +207,11 @@ class ImageInput:
         return {self.spec.input: normalize_pixels(pixels_from_json(value, self.spec), self.spec, self.datatype)}
 
     def from_files(self, files: list[tuple[str, bytes]]) -> Tensors:
-        pixels = np.stack([decode_image(data, self.spec, self.max_pixels, name) for name, data in files])
+        return self.from_pictures(self.pictures(files))
+
+    def pictures(self, files: list[tuple[str, bytes]]) -> list[Picture]:
+        return [decode_picture(data, self.spec, self.max_pixels, name) for name, data in files]
+
+    def from_pictures(self, pictures: list[Picture]) -> Tensors:
+        pixels = np.stack([picture.pixels for picture in pictures])
         return {self.spec.input: normalize_pixels(pixels, self.spec, self.datatype)}
