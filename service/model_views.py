@@ -94,6 +94,9 @@ def model_card(served: ServedModel, versions: list[int]) -> dict[str, Any]:
         lacks.append("training report (no dataset, training or accuracy figures: an imported model)")
     if config.classification is None:
         lacks.append("labels (/predict answers with the output tensors)")
+    if served.samples is None:
+        lacks.append("published samples (no test-set items to try it on; GET /models/{name}/samples gives "
+                     + ("an example built from its signature)" if config.processor is None else "none)"))
     return {
         "name": config.name, "version": config.version, "versions": versions,
         "family": report.family if report else None, "task": config.task, "description": config.description,

@@ -134,8 +134,9 @@ def decode_picture(data: bytes, spec: ImageProcessor, max_pixels: int, filename:
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (spec.background,) * 3 + (255,))
+            if np.asarray(rgba.getchannel("A")).min() < 255:
+                steps.append(f"transparent parts composited over {_shade(spec.background)} ({spec.background})")
             image = Image.alpha_composite(background, rgba)
-            steps.append(f"transparency composited over {_shade(spec.background)} ({spec.background})")
         mode = "L" if spec.color_mode == "L" else "RGB"
         if image.mode != mode:
             steps.append(f"converted to {'8-bit greyscale' if mode == 'L' else 'RGB'}")

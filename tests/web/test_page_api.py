@@ -269,3 +269,35 @@ async def test_a_bad_preview_says_what_was_expected_and_what_came(client: httpx.
     assert response.json()["code"] == code
     for word in words:
         assert word in response.json()["error"]
+
+
+async def test_the_steps_name_transparency_only_where_there_is_some(client: httpx.AsyncClient) -> None:
+    steps = []
+    for alpha in (255, 0):
+        picture = Image.new("RGBA", (40, 40), (255, 255, 255, alpha))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        response = await client.post("/preview", data={"model": "cnn"}, files={"file": ("a.png", buffer.getvalue())})
+        steps.append(response.json()["pictures"][0]["steps"])
+    assert not any("transparent" in step for step in steps[0])  # an opaque canvas, as the page's drawing pad sends
+    assert "transparent parts composited over dark (0)" in steps[1]
+
+
+async def test_a_card_says_when_a_model_publishes_no_samples(client: httpx.AsyncClient) -> None:
+    cards = {card["name"]: card for card in (await client.get("/models")).json()["models"]}
+    assert not any("samples" in lack for lack in cards["cnn"]["lacks"])
+    assert any(lack.startswith("published samples") and "signature" in lack for lack in cards["doubler"]["lacks"])
+
+
+def test_the_wheel_carries_the_page(tmp_path: Path) -> None:
+    """The image installs nnserve from its wheel: the page's files must be in it (package data)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.conftest import ROOT
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
+                    "-w", str(tmp_path)], check=True, capture_output=True)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("nnserve-*.whl"))).namelist())
+    assert {f"service/web/static/{p.name}" for p in STATIC.iterdir()} <= names

@@ -64,7 +64,9 @@ export function liveView(card, signal) {
     const counts = distribution(sizes).filter((row) => row.count > 0);
     const most = Math.max(1, ...counts.map((row) => row.count));
     replace(figures,
-      h("p", { class: "window" }, `Over the last ${Math.round(seconds)} s (all served versions of ${card.name}):`),
+      h("p", { class: "window" }, `Over the last ${Math.round(seconds)} s`, seconds < WINDOW_MS / 1000 - 5
+        ? " (since this page began reading /metrics; then the last minute)" : "",
+      `, all served versions of ${card.name}:`),
       facts([["requests/s", (requests / seconds).toFixed(1)], ["failed requests/s", (failed / seconds).toFixed(1)],
         ["p50 latency", ms(0.5)], ["p99 latency", ms(0.99)], ["batches computed", batches.toLocaleString("en")],
         ["mean batch size", batches ? (rows / batches).toFixed(2) : "—"],

@@ -27,6 +27,7 @@ export function tryImageView(card, signal) {
       : errorBox(seen.reason, what));
     replace(answer, predicted.status === "fulfilled" ? answerView(predicted.value.value, predicted.value.ms, truth)
       : errorBox(predicted.reason, what));
+    if (window.matchMedia("(max-width: 760px)").matches) status.scrollIntoView({ block: "start" });
   }
 
   const chooser = h("input", { type: "file", id: "picture-file", accept: "image/*", class: "file" });
@@ -159,6 +160,7 @@ function previewView(file, picture, tensors) {
   const seen = h("img", { class: "seen", alt: `what the model sees: ${picture.width}x${picture.height}` });
   seen.src = URL.createObjectURL(new Blob([Uint8Array.from(atob(picture.png), (c) => c.charCodeAt(0))],
     { type: "image/png" }));
+  for (const img of [theirs, seen]) img.addEventListener("load", () => URL.revokeObjectURL(img.src), { once: true });
   return h("div", { class: "seen-by-model" },
     h("figure", {}, theirs, h("figcaption", {}, "what was sent")),
     h("figure", {}, seen, h("figcaption", {}, `what the model sees, ${picture.width}×${picture.height}`)),
