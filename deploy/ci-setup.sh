@@ -2,6 +2,7 @@
 # Install what the deploy tests use: from Debian promtool + prometheus, docker-compose, a Docker engine,
 # debootstrap and the shell linter; from PyPI kubernetes-validate + pyyaml, into the venv given as $1; and, where
 # no kubectl is on the PATH, the official kubectl binary (it renders the kustomizations) into that venv's bin/.
+# Then ci-browser.sh: Debian's Chromium, which the page's browser tests drive.
 #
 # Tolerant on purpose: a package that cannot be installed here only makes the tests that need it skip (each
 # prints why), and locally a skip is allowed. CI is not tolerant: .ci/run makes every skip outside
@@ -112,4 +113,5 @@ PY
 apt_install
 pip_install
 kubectl_install
+bash "$(dirname "$0")/ci-browser.sh"   # Chromium for the page's browser tests
 exit 0
