@@ -1,5 +1,5 @@
 """A real browser for the page's tests: Playwright driving Debian's Chromium (``apt-get install chromium``; CI installs
-it with deploy/ci-browser.sh). Playwright's own browser builds are downloaded from a CDN, which this project never
+it with deploy/ci-setup.sh). Playwright's own browser builds are downloaded from a CDN, which this project never
 uses. Where no browser can start, the tests skip and say why (CI turns such a skip into a failure)."""
 
 from __future__ import annotations
