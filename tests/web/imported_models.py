@@ -50,14 +50,15 @@ def doubler(folder: Path) -> Path:
 
 
 def publish_imported_models(repository: Path, work: Path) -> None:
-    """``nnserve import`` both into ``repository`` (as ``xss`` and ``doubler``)."""
+    """``nnserve import`` both into ``repository`` (as ``xss``, and ``doubler`` twice: versions 1 and 2)."""
     labels = work / "labels.json"
     labels.write_text(json.dumps(XSS_LABELS))
     overrides = work / "overrides.json"
     overrides.write_text(json.dumps({"description": XSS_DESCRIPTION, "task": "<i>task</i>"}))
     import_model(xss_classifier(work), ImportOptions(name="xss", repository=repository, labels=labels,
                                                      config=overrides))
-    import_model(doubler(work), ImportOptions(name="doubler", repository=repository))
+    for _ in range(2):  # two versions, for the page's version picker
+        import_model(doubler(work), ImportOptions(name="doubler", repository=repository))
 
 
 def repository_with_imports(models: Path, root: Path) -> Path:

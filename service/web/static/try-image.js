@@ -46,7 +46,9 @@ export function tryImageView(card, signal) {
     if (file) run(file, { cause: `dropped file ${file.name}` });
   });
   document.addEventListener("paste", (event) => {
-    const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+    const data = event.clipboardData;
+    const files = data ? [...data.files, ...[...data.items].filter((i) => i.kind === "file").map((i) => i.getAsFile())] : [];
+    const file = files.find((f) => f && f.type.startsWith("image/"));
     if (file) {
       event.preventDefault();
       run(new File([file], file.name || "pasted.png", { type: file.type }), { cause: "pasted picture" });
