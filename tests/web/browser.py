@@ -44,6 +44,7 @@ def launch(engine: str) -> Iterator[Any]:
     if executable is None:
         pytest.skip(f"browser tests: no {engine} found (apt-get install {PACKAGES[engine]}, or set "
                     f"NNSERVE_{engine.upper()})")
+    shutil.rmtree(ARTIFACTS / engine, ignore_errors=True)  # this run's screenshots only
     with sync_playwright() as playwright:
         try:
             if engine == "chromium":

@@ -305,7 +305,7 @@ def test_a_phone_screen_and_a_finger_suffice(server: str, browser: Any) -> None:
             open_view(tab, server, fragment)
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, (fragment, overflow)
-            tab.screenshot(f"phone-{fragment.replace('/1/', '-')}")
+            tab.screenshot("phone-" + fragment.replace("/", "-"))
         open_view(tab, server, "cnn/1/try")
         box = page.locator("canvas.pad").bounding_box()
         points = [(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * (0.1 + i * 0.07)) for i in range(12)]
