@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Error, sync_playwright
 
 from tests.conftest import ROOT
 
@@ -36,10 +37,6 @@ def browser_path(engine: str) -> str | None:
 
 
 def launch(engine: str) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError:
-        pytest.skip("browser tests: the playwright package is not installed (pip install -e '.[dev]')")
     executable = browser_path(engine)
     if executable is None:
         pytest.skip(f"browser tests: no {engine} found (apt-get install {PACKAGES[engine]}, or set "
