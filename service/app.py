@@ -24,6 +24,7 @@ from service.protocols.hot_routes import InferenceFastPath
 from service.protocols.http_errors import install_error_handlers
 from service.registry import ModelRegistry
 from service.settings import Settings
+from service.web import page
 
 log = logging.getLogger("nnserve")
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
     routers = [module.build_router(plane) for module in (predict_http, oip_http, repository_http, info_http)]
     for router in routers:
         app.include_router(router)
+    app.include_router(page.build_router())
     budget = app.state.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
 
     def refused(scope: Scope) -> None:

@@ -10,6 +10,7 @@
     ├── Unauthorized             401  unauthorized            admin endpoints without the bearer token
     ├── ModelNotFound            404  model_not_found
     ├── VersionNotFound          404  version_not_found
+    ├── SampleNotFound           404  sample_not_found        a sample file a version does not publish
     ├── PayloadTooLarge          413  payload_too_large       body over the limit
     ├── UnsupportedMediaType     415  unsupported_media_type
     ├── Overloaded               429  overloaded              queue full; carries Retry-After
@@ -71,6 +72,10 @@ class ModelNotFound(NNServeError):
 
 class VersionNotFound(NNServeError):
     status, code = 404, "version_not_found"
+
+
+class SampleNotFound(NNServeError):
+    status, code = 404, "sample_not_found"
 
 
 class PayloadTooLarge(NNServeError):

@@ -34,6 +34,7 @@ from service.model_stats import ModelStats
 from service.processors import InputProcessor, OutputProcessor, input_processor, output_processor
 from service.report import TrainingReport
 from service.repository import Fingerprint, list_models, scan_versions, version_dir
+from service.samples import SampleIndex
 from service.settings import Settings
 from service.version_policy import VersionPolicy
 
@@ -77,6 +78,7 @@ class ServedModel:
     stats: ModelStats
     load_seconds: float = 0.0
     fingerprint: Fingerprint = ()
+    samples: SampleIndex | None = None  # published test-set samples (service.samples)
     retired: bool = False
 
     @property
@@ -182,7 +184,7 @@ class ModelRegistry:
         )
         return ServedModel(config, loaded.report, loaded.backend, policy, InputCheck(config, policy.batching),
                            input_processor(config, self.settings.max_image_pixels), output_processor(config),
-                           batcher, loaded.folder, stats, loaded.load_seconds)
+                           batcher, loaded.folder, stats, loaded.load_seconds, samples=loaded.samples)
 
     async def sync(self, name: str, pinned: list[int] | None = None, force: bool = False) -> SyncResult:
         """Serve what the repository and the policy say for ``name``; ``force`` rebuilds even unchanged versions

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(4096 * 4096, ge=1)
     max_items_per_request: int = Field(256, ge=1)
 
+    root_path: str = Field(
+        "", pattern=r"^(/[A-Za-z0-9._~-]+)*$", description="the path prefix a proxy in front strips (uvicorn's "
+        "root_path: e.g. /nnserve for an ingress serving https://host/nnserve/); the page at / and the OpenAPI "
+        "docs build their links on it")
     admin_token: str | None = None
     log_level: str = "info"
     access_log: bool = True

@@ -38,6 +38,7 @@ FLAGS: list[tuple[str, type, str]] = [
     ("max-body-bytes", int, "request body limit (default 16 MiB)"),
     ("max-body-bytes-in-flight", int, "request bodies held at once per process before 429 (default 128 MiB)"),
     ("max-image-pixels", int, "uploaded picture limit in pixels (default 4096*4096)"),
+    ("root-path", str, "path prefix a proxy in front strips, e.g. /nnserve (default: none)"),
     ("admin-token", str, "bearer token of the /v2/repository API (default: API disabled)"),
     ("log-level", str, "debug | info | warning (default info)"),
 ]
@@ -103,7 +104,7 @@ def uvicorn_config(settings: Settings) -> Any:
         "service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
         log_level=settings.log_level, access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
-        loop="auto", http=http_protocol(settings.max_body_bytes),
+        loop="auto", http=http_protocol(settings.max_body_bytes), root_path=settings.root_path,
     )
 
 
