@@ -2,13 +2,20 @@
 health NOT_SERVING at once, while requests already on their way are still answered) and the process then exits 0,
 instead of uvicorn's re-raising the signal after its shutdown (which made the exit status -15).
 
-The drain of each HTTP connection is ``http_protocol.CoalescingHttpToolsProtocol.shutdown``. Relies on
-``Server.handle_exit``, ``should_exit`` and ``force_exit``: pinned and canary-tested with the rest of hosting/.
+The drain of each HTTP connection is ``http_protocol.CoalescingHttpToolsProtocol.shutdown``. Before the listening
+socket closes, the connections waiting in its accept queue are accepted and drained like the others: closing a
+listening socket resets every connection still queued on it, and a drain fills that queue (the clients told
+``Connection: close`` by one process reconnect, and with several processes the kernel hands those connections to
+another one's socket, which closes a moment later: 3 of 32 clients met a reset in one of ten SIGTERM drills under
+load before this). Relies on ``Server.handle_exit``, ``should_exit``, ``force_exit``, ``servers``,
+``server_state`` and ``lifespan.state``: pinned and canary-tested with the rest of hosting/.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
@@ -18,6 +25,7 @@ from service import drain
 
 class NNServeServer(uvicorn.Server):
     interrupted = False  # a SIGINT came already
+    listeners: tuple[socket.socket, ...] = ()  # our own handles on the listening sockets
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         drain.begin()
@@ -26,3 +34,43 @@ class NNServeServer(uvicorn.Server):
             # signal; a worker given SIGTERM by the started process and Ctrl+C by the terminal would skip its drain)
         self.interrupted = self.interrupted or sig == signal.SIGINT
         self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # uvloop's are not socket objects: accept_waiting reads these (each a dup of one, closed with it)
+        self.listeners = tuple(socket.fromfd(s.fileno(), s.family, s.type) for server in self.servers
+                               for s in server.sockets or ())
+        for listener in self.listeners:
+            listener.setblocking(False)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # uvicorn's shutdown closes them too: closing twice is harmless
+        waiting = accept_waiting(self.listeners)
+        for listener in self.listeners:
+            listener.close()
+        loop = asyncio.get_running_loop()
+        for connection in waiting:
+            await loop.connect_accepted_socket(self._protocol, connection)
+        await super().shutdown(sockets)
+
+    def _protocol(self) -> asyncio.Protocol:
+        """A connection's protocol, as uvicorn's startup makes it."""
+        return self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+
+
+def accept_waiting(listeners: tuple[socket.socket, ...]) -> list[socket.socket]:
+    """Every connection queued on the (non-blocking) listening sockets, accepted."""
+    accepted = []
+    for listener in listeners:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break  # closed, or not listening
+            connection.setblocking(False)
+            accepted.append(connection)
+    return accepted

@@ -56,6 +56,11 @@ def test_uvicorn_internals_the_hosting_code_uses() -> None:
     shutdown = inspect.getsource(HttpToolsProtocol.shutdown)
     assert "self.cycle.response_complete" in shutdown and "self.cycle.keep_alive = False" in shutdown
     assert "keep_alive=" in inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    # NNServeServer.shutdown accepts queued connections itself, making their protocol as uvicorn's startup does
+    startup = inspect.getsource(uvicorn.Server.startup)
+    for made_with in ("config.http_protocol_class(", "server_state=self.server_state",
+                      "app_state=self.lifespan.state", "self.servers"):
+        assert made_with in startup, made_with
     from uvicorn.protocols.http import httptools_impl  # read_whole_bodies sets the limit on_body reads
 
     assert isinstance(httptools_impl.HIGH_WATER_LIMIT, int)
