@@ -35,7 +35,7 @@ def copy_of(source: Path, change: dict[str, Any] | None = None) -> Any:
     """A ``prepare`` for ``publish``: the files of ``source``, its config.json updated with ``change``."""
     def prepare(folder: Path, version: int) -> None:
         for path in source.iterdir():
-            shutil.copy(path, folder / path.name)
+            (shutil.copytree if path.is_dir() else shutil.copy)(path, folder / path.name)
         if change:
             config = json.loads((folder / "config.json").read_text())
             (folder / "config.json").write_text(json.dumps({**config, **change}))
