@@ -155,11 +155,18 @@ class Batcher:
         return error if isinstance(error, InferenceFailed) else InferenceFailed(
             f"model {self.name}: the backend failed on a batch of {total}: {error}")
 
-    def _computed(self, total: int, seconds: float) -> None:
+    def _computed(self, total: int, seconds: float, compute_s: float) -> None:
         self._observer.computed(total, seconds)
         if total <= INLINE_MAX_ROWS:  # what a lone request costs: whether the next one runs inline
-            known = self._small_batch_s if self._small_batch_s != float("inf") else seconds
-            self._small_batch_s = 0.8 * known + 0.2 * seconds
+            # the model's own time, not the thread hand-off's (which a busy machine makes long: it would then
+            # keep every request off the loop for good)
+            known = self._small_batch_s if self._small_batch_s != float("inf") else compute_s
+            self._small_batch_s = 0.8 * known + 0.2 * compute_s
+
+    def _timed_run(self, merged: Tensors) -> tuple[Tensors, float]:
+        start = time.perf_counter()
+        outputs = self._run(merged)
+        return outputs, time.perf_counter() - start
 
     def _forget(self, item: Item) -> None:
         with contextlib.suppress(ValueError):
@@ -266,9 +273,9 @@ class Batcher:
         try:
             if total <= INLINE_MAX_ROWS and self._computing == 1 and not self._queue and \
                     self._small_batch_s < INLINE_MAX_S:
-                outputs = self._run(merged)  # alone and quick: no thread hand-off (see the module's docstring)
+                outputs, compute_s = self._timed_run(merged)  # alone and quick: no thread hand-off (module doc)
             else:
-                outputs = await loop.run_in_executor(self._executor, self._run, merged)
+                outputs, compute_s = await loop.run_in_executor(self._executor, self._timed_run, merged)
             release()
             self._checked(outputs, total)
         except Exception as error:  # one failed batch fails each of its futures, never the loop
@@ -277,7 +284,7 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_exception(failure)
             return
-        self._computed(total, time.perf_counter() - start)
+        self._computed(total, time.perf_counter() - start, compute_s)
         if not self.max_batch_size:
             if not live[0].future.done():
                 live[0].future.set_result(outputs)
