@@ -77,7 +77,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.model is None:
         print("nnserve export: name a built-in family (" + ", ".join(FAMILIES) + ") or give --module", file=sys.stderr)
         return 2
-    from training.gates import GateFailed
+    from training.errors import GateFailed
     from training.pipeline import export
 
     try:
@@ -94,7 +94,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_module(args: argparse.Namespace) -> int:
     from service.importer import ImportFailed, summary
-    from training.gates import GateFailed
+    from training.errors import GateFailed
     from training.module_export import InputSpec, ModuleExportOptions, export_module
 
     if not args.name or not args.input:

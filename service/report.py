@@ -56,10 +56,10 @@ class TrainingConfig(_Strict):
 
 class Provenance(_Strict):
     git_commit: str
-    torch: str
+    torch: str | None = Field(None, description="the exporter's torch; none for a step without torch (quantize)")
     onnx: str
     onnxruntime: str
-    opset: int
+    opset: int | None = None
     exporter: str
     created_utc: str
     source: str | None = Field(None, description="for `nnserve export`: the module factory and the weights' sha256")

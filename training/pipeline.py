@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from training import checkpoint as ckpt
+from training.errors import GateFailed
 from training.export import ExportResult, export_and_publish
 from training.families import FAMILIES
-from training.gates import GateFailed
 from training.models import build_model, count_parameters
 from training.tasks import Task, load_task
 from training.train import fit

@@ -15,8 +15,9 @@ from service.config import ModelConfig, read_config_file
 from service.report import TrainingReport
 from service.repository import VersionExists, list_versions, publish, sha256_of
 from training import checkpoint as ckpt
+from training.errors import GateFailed
 from training.export import check_model_parity, export_and_publish, export_onnx
-from training.gates import GateFailed, cpu_session
+from training.gates import cpu_session
 from training.pipeline import Options, export, run_pipeline, task_for, train_config
 
 FAMILIES = ["mlp", "cnn", "resnet", "lstm"]
