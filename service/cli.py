@@ -17,7 +17,8 @@ def _training_options(args: argparse.Namespace) -> Any:
     from training.pipeline import Options
 
     return Options(data_dir=args.data_dir, repository=args.repository, checkpoint_dir=args.checkpoint_dir,
-                   epochs=args.epochs, seed=args.seed, quick=args.quick, quiet=args.quiet, threads=args.threads)
+                   epochs=args.epochs, seed=args.seed, quick=args.quick, quiet=args.quiet, threads=args.threads,
+                   int8=not getattr(args, "no_int8", False))
 
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
@@ -46,19 +47,23 @@ def _add_publishing_flags(parser: argparse.ArgumentParser, scores_default: str) 
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from training.pipeline import format_table, run_pipeline
+    from training.pipeline import format_int8_table, format_table, run_pipeline
 
     families = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         print(f"unknown model(s) {unknown}; choose from {list(FAMILIES)}", file=sys.stderr)
         return 2
-    rows, ok = run_pipeline(families, _training_options(args))
+    rows, int8, ok = run_pipeline(families, _training_options(args))
     print()
     print(format_table(rows))
-    for row in rows:
-        if row.version is None:
-            print(f"{row.name}: {row.status}", file=sys.stderr)
+    if int8:
+        print()
+        print(format_int8_table(int8))
+    for name, version, status in [(r.name, r.version, r.status) for r in rows] + \
+            [(r.name, r.version, r.status) for r in int8]:
+        if version is None and not status.startswith("skipped"):
+            print(f"{name}: {status}", file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -171,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", help="train, export, verify and publish the built-in models")
     p.add_argument("--models", default=",".join(FAMILIES), help="comma-separated subset of " + ",".join(FAMILIES))
+    p.add_argument("--no-int8", action="store_true",
+                   help="make no INT8 variants (default: one for each family where INT8 pays: cnn, resnet)")
     _add_training_flags(p)
     p.set_defaults(func=cmd_pipeline)
 

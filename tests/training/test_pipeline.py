@@ -28,8 +28,10 @@ def quick(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Options:
     root = tmp_path_factory.mktemp("quick")
     options = Options(data_dir=data_dir, repository=root / "models", checkpoint_dir=root / "ckpt", quick=True,
                       quiet=True)
-    rows, ok = run_pipeline(FAMILIES, options)
-    assert ok, [r.status for r in rows]
+    rows, int8, ok = run_pipeline(FAMILIES, options)
+    assert ok, [r.status for r in rows] + [r.status for r in int8]
+    assert [(r.name, r.version or r.status[:8]) for r in int8] == [
+        ("mlp-int8", "skipped:"), ("cnn-int8", 1), ("resnet-int8", 1), ("lstm-int8", "skipped:")]
     return options
 
 
