@@ -90,6 +90,8 @@ async def test_a_pretrained_classifier_quantized_on_a_folder_of_pictures_passes_
                                      files={"file": ("page.png", buffer.getvalue(), "image/png")})
         assert response.status_code == 200, response.text
         assert response.json()["predictions"][0]["label"] == "270"
+        card = {m["name"]: m for m in (await client.get("/models")).json()["models"]}["orientation-int8"]
+    assert card["variant_of"]["name"] == "orientation" and card["accuracy"]["onnx_test"] == 1.0
 
 
 def test_an_unlabelled_npz_gates_on_agreement_and_a_model_that_loses_answers_is_refused(tmp_path: Path) -> None:
