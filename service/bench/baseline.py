@@ -52,7 +52,7 @@ def compare(args: argparse.Namespace, measure_side: Callable[[str, Path | None, 
     results: dict[tuple[str, str, int], dict[str, list[RowT]]] = defaultdict(lambda: defaultdict(list))
     with worktree(args.baseline) as checkout:
         sides = [("baseline", checkout, baseline_repository(args, checkout)), ("current", None, args.repository)]
-        for round_ in range(args.rounds):
+        for round_ in range(args.rounds or 2):
             for side, cwd, repository in sides:
                 print(f"round {round_ + 1}, {side} ({args.baseline if side == 'baseline' else 'this checkout'}):",
                       flush=True)
@@ -62,10 +62,16 @@ def compare(args: argparse.Namespace, measure_side: Callable[[str, Path | None, 
             "each round: baseline / current"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, protocol, concurrency), sides_rows in results.items():
-        base = [r.samples_per_s for r in sides_rows["baseline"]]
-        now = [r.samples_per_s for r in sides_rows["current"]]
-        ratio = statistics.mean(now) / statistics.mean(base) if base and now else float("nan")
-        lines.append(f"| {model} | {protocol} | {concurrency} | {statistics.mean(base):,.0f} | "
-                     f"{statistics.mean(now):,.0f} | {ratio:.3f} | "
-                     f"{', '.join(f'{b:,.0f}' for b in base)} / {', '.join(f'{n:,.0f}' for n in now)} |")
+        cells = side_by_side([r.samples_per_s for r in sides_rows["baseline"]],
+                             [r.samples_per_s for r in sides_rows["current"]])
+        lines.append(f"| {model} | {protocol} | {concurrency} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def side_by_side(first: list[float], second: list[float]) -> list[str]:
+    """Table cells for two sides measured in alternating rounds: each side's mean, the ratio of the means
+    (second / first), and every round's figures (first / second)."""
+    ratio = statistics.mean(second) / statistics.mean(first) if first and second else float("nan")
+    mean = [f"{statistics.mean(v):,.0f}" if v else "-" for v in (first, second)]
+    return [*mean, f"{ratio:.3f}", f"{', '.join(f'{v:,.0f}' for v in first)} / "
+                                   f"{', '.join(f'{v:,.0f}' for v in second)}"]

@@ -28,5 +28,9 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
                              "reporting the server's RSS growth")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="compare with a server of git revision REV, alternating rounds (see --rounds)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of each side with --baseline (default 2)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of the whole matrix, alternating the models' order (default 1; with --baseline: "
+                             "rounds of each side, default 2)")
+    parser.add_argument("--raw-seconds", type=float, default=1.5,
+                        help="seconds per batch size of the raw in-process onnxruntime measurement")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
