@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gate: raw samples/s at least X times the source's at the largest speed batch (default 1.2; "
                         "0: publish a variant that does not pay)")
     p.add_argument("--speed-batches", default="1,64", help="batch sizes of the raw speed measurement (default 1,64)")
-    p.add_argument("--speed-rounds", type=int, default=3, help="alternating rounds of the speed measurement")
+    p.add_argument("--speed-rounds", type=int, default=5, help="rounds of the speed measurement (default 5)")
     p.set_defaults(func=cmd_quantize)
 
     from service.hosting.server import add_serve_flags

@@ -82,7 +82,7 @@ class QuantizeOptions:
     max_accuracy_drop: float = MAX_ACCURACY_DROP
     min_speedup: float = MIN_SPEEDUP  # 0: no speed gate
     speed_batches: tuple[int, ...] = SPEED_BATCHES
-    speed_rounds: int = 3
+    speed_rounds: int = 5
     speed_seconds: float = 0.5
 
     @property
