@@ -9,10 +9,10 @@ fails one is not published; ``GateFailed`` names the gate and by how much it mis
    ResNet ran 1.9x and the CNN 2.0x faster at batch 64; the LSTM 0.98x (static QDQ leaves its LSTM operator in
    FP32) and a pretrained MobileNet-style document classifier (depthwise convolutions, hard-swish) 0.25x.
 
-Speed is raw in-process onnxruntime throughput (all cores, graph optimisation ALL) from the fastest run of each
-side, the source's and the variant's runs interleaved one by one; the published figure is the median of the rounds'
-ratios: this machine is shared, its throughput drifts by 20% within minutes, and another's work only ever slows a
-run down.
+Speed is raw in-process onnxruntime throughput (all cores, graph optimisation ALL, as ``nnserve bench`` measures
+its ceiling) from the median run of each side, the source's and the variant's runs interleaved one by one; the
+published figure is the median of the rounds' ratios: this machine is shared and its throughput drifts by 20%
+within minutes.
 """
 
 from __future__ import annotations
@@ -97,21 +97,22 @@ def check_agreement(comparison: Comparison, min_agreement: float, max_drop: floa
 
 def paired_rates(first: ort.InferenceSession, second: ort.InferenceSession, feeds: dict[str, np.ndarray],
                  rows: int, seconds: float) -> tuple[float, float]:
-    """Samples/s of two sessions on the same feeds, from the fastest of their runs, the runs interleaved one by
-    one for ``seconds`` in all. Other work on a shared machine only ever lengthens a run, so the fastest is the
-    least disturbed figure; measured under a load average of 5-7 on this 2-core machine, blocks of runs gave the
-    committed CNN's ratio anywhere from 0.92 to 2.77 within a minute."""
+    """Samples/s of two sessions on the same feeds from the median time of their runs, interleaved one by one for
+    ``seconds`` in all, so that both see the same load. Measured on the committed ResNet at batch 64 under a load
+    average of 3-5 (other engineers' tests) on this 2-core machine, four times each: a 1-second block of one then
+    of the other gave ratios of 1.67-2.44, each side's fastest interleaved run 0.88-3.01, the median interleaved
+    run 1.66-1.76 (1.93-1.96 with one thread each)."""
     first.run(None, feeds)
     second.run(None, feeds)
-    fastest = [float("inf"), float("inf")]
-    runs, started = 0, time.perf_counter()
-    while runs < 3 or time.perf_counter() - started < seconds:
-        for side, session in ((0, first), (1, second)) if runs % 2 == 0 else ((1, second), (0, first)):
+    times: tuple[list[float], list[float]] = ([], [])
+    started = time.perf_counter()
+    while len(times[0]) < 3 or time.perf_counter() - started < seconds:
+        order = ((0, first), (1, second)) if len(times[0]) % 2 == 0 else ((1, second), (0, first))
+        for side, session in order:
             start = time.perf_counter()
             session.run(None, feeds)
-            fastest[side] = min(fastest[side], time.perf_counter() - start)
-        runs += 1
-    return rows / fastest[0], rows / fastest[1]
+            times[side].append(time.perf_counter() - start)
+    return rows / statistics.median(times[0]), rows / statistics.median(times[1])
 
 
 def measure_speed(source: Path, variant: Path, sample: dict[str, np.ndarray], batches: tuple[int, ...], rounds: int,
