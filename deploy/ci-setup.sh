@@ -2,6 +2,8 @@
 # Install what the deploy tests use: from Debian promtool + prometheus, docker-compose, a Docker engine,
 # debootstrap and the shell linter; from PyPI kubernetes-validate + pyyaml, into the venv given as $1; and, where
 # no kubectl is on the PATH, the official kubectl binary (it renders the kustomizations) into that venv's bin/.
+# Also Debian's Chromium, Firefox ESR and a font, which the page's browser tests drive through Playwright
+# (tests/web/browser.py): Playwright's own browser builds come from a CDN and are never fetched.
 #
 # Tolerant on purpose: a package that cannot be installed here only makes the tests that need it skip (each
 # prints why), and locally a skip is allowed. CI is not tolerant: .ci/run makes every skip outside
@@ -12,7 +14,7 @@
 set -u
 
 VENV="${1:-.venv}"
-APT_PACKAGES=(prometheus docker-compose docker.io debootstrap shellcheck)
+APT_PACKAGES=(prometheus docker-compose docker.io debootstrap shellcheck chromium firefox-esr fonts-dejavu-core)
 PIP_PACKAGES=(kubernetes-validate pyyaml)
 
 log() { printf 'deploy/ci-setup: %s\n' "$*"; }

@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.dataplane import DataPlane
+from service.dataplane import UNKNOWN, DataPlane
 from service.hosting.access_log import AccessLogMiddleware, AccessLogWriter
+from service.hosting.body_budget import BodyAdmission, BodyBudget
 from service.hosting.grpc_server import start_grpc, stop_grpc
 from service.hosting.memory import MemoryTrimmer, release_free_memory
 from service.metrics import ServiceMetrics
@@ -23,6 +24,7 @@ from service.protocols.hot_routes import InferenceFastPath
 from service.protocols.http_errors import install_error_handlers
 from service.registry import ModelRegistry
 from service.settings import Settings
+from service.web import page
 
 log = logging.getLogger("nnserve")
 
@@ -50,25 +52,20 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await plane.registry.load_repository()
+        await plane.repository.start()
         gc.collect()
         release_free_memory()
         trimmer.start()
         gc.freeze()  # what start-up built lives on: keep it out of the collector's way (shorter pauses, tails)
         plane.started = plane.accepting = True
         grpc_server = await start_grpc(plane, settings, access_log)
-        for served in plane.registry.served():
-            runtime = served.runtime()
-            log.info("serving %s v%d on %s (%s onnxruntime threads, graph optimisation %s, %s, loaded in %.2f s)",
-                     served.name, served.version, runtime.get("providers"), runtime.get("intra_op_threads"),
-                     runtime.get("graph_optimization"), f"batches up to {served.policy.max_batch_size}"
-                     if served.policy.batching else f"unbatched: {served.policy.reason}", served.load_seconds)
         try:
             yield
         finally:
             await stop_grpc(grpc_server, settings.drain_timeout_s)  # its calls in flight finish first
             plane.accepting = False
             await trimmer.stop()
+            await plane.repository.stop()
             await plane.registry.close()
             if access_log is not None:
                 access_log.flush()
@@ -83,7 +80,18 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
     routers = [module.build_router(plane) for module in (predict_http, oip_http, repository_http, info_http)]
     for router in routers:
         app.include_router(router)
-    app.front = AccessLogMiddleware(InferenceFastPath(app.framework, routers), access_log)
+    app.include_router(page.build_router())
+    budget = app.state.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
+
+    def refused(scope: Scope) -> None:
+        path = scope["path"]
+        protocol = "predict" if path == "/predict" else "v2" if path.startswith("/v2/") else "http"
+        bound = metrics.for_request(UNKNOWN, "", protocol)
+        bound.reject("overload")
+        bound.count("overload", "429")
+
+    app.front = AccessLogMiddleware(BodyAdmission(InferenceFastPath(app.framework, routers), budget, refused),
+                                    access_log)
     app.state.routers = routers
     return app
 

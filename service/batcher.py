@@ -8,7 +8,11 @@ and the config's ragged axes (their ``key``), so requests of different shapes ar
 company: batches form from what arrives while earlier batches compute. A model that cannot batch
 (``max_batch_size 0``) runs each item alone, outputs whole.
 
-Each batch is one backend call in a worker thread, off the event loop; outputs are split back by rows. An item
+Each batch is one backend call in a worker thread, off the event loop; outputs are split back by rows. A small
+batch of a fast model taken when nothing else is queued or computing is the exception (a lone request, in
+practice): it runs in the event loop, as the simplest server would, and skips the two thread hand-offs (on the
+order of 0.1–0.2 ms, more than the MLP's own compute; docs/benchmarks.md). Company that arrived before the batch
+was taken still joins it, and under load the queue is not empty, so batches keep computing off the loop. An item
 still queued at its deadline gets ``DeadlineExceeded`` and is never computed; once its batch is taken, the
 deadline no longer applies (a computed result is never thrown away). A full queue answers ``Overloaded``;
 ``stop()`` refuses new items, drains what is queued, then ends the loop.
@@ -29,6 +33,9 @@ import numpy as np
 
 from service.backends import Tensors
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+
+INLINE_MAX_S = 0.001  # a lone request computes in the event loop only if small batches take less than this
+INLINE_MAX_ROWS = 4  # ... and only if it is small itself
 
 
 class BatchObserver(Protocol):
@@ -99,6 +106,8 @@ class Batcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
+        self._small_batch_s = float("inf")  # recent compute time of batches of a few rows (unknown at first)
+        self._computing = 0  # batches taken and not yet computed
 
     def start(self) -> None:
         self._accepting = True
@@ -133,6 +142,24 @@ class Batcher:
             item.timer.cancel()
             if not item.taken:  # expired or cancelled while queued: its place is free again
                 self._forget(item)
+
+    def _checked(self, outputs: Tensors, total: int) -> Tensors:
+        if self.max_batch_size:
+            for name, out in outputs.items():
+                if out.ndim == 0 or len(out) != total:
+                    raise InferenceFailed(f"model {self.name}: batch size mismatch: {total} rows in, "
+                                          f"output {name} of shape {list(out.shape)} out")
+        return outputs
+
+    def _failure(self, error: Exception, total: int) -> InferenceFailed:
+        return error if isinstance(error, InferenceFailed) else InferenceFailed(
+            f"model {self.name}: the backend failed on a batch of {total}: {error}")
+
+    def _computed(self, total: int, seconds: float) -> None:
+        self._observer.computed(total, seconds)
+        if total <= INLINE_MAX_ROWS:  # what a lone request costs: whether the next one runs inline
+            known = self._small_batch_s if self._small_batch_s != float("inf") else seconds
+            self._small_batch_s = 0.8 * known + 0.2 * seconds
 
     def _forget(self, item: Item) -> None:
         with contextlib.suppress(ValueError):
@@ -198,6 +225,7 @@ class Batcher:
                     item.timer.cancel()  # from here on the result, once computed, is delivered
             self._queued_samples -= sum(item.size for item in batch)
             self._observer.queued(self._queued_samples)
+            self._computing += 1
             task = loop.create_task(self._execute(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -209,6 +237,7 @@ class Batcher:
             nonlocal released
             if not released:
                 released = True
+                self._computing -= 1
                 self._slots.release()
 
         try:
@@ -233,22 +262,22 @@ class Batcher:
         requesters do, so the next batch starts computing while these answers are encoded and sent."""
         total = sum(item.size for item in live)
         start = time.perf_counter()
+        merged = merge(live, self._pad_values)
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, merge(live, self._pad_values))
+            if total <= INLINE_MAX_ROWS and self._computing == 1 and not self._queue and \
+                    self._small_batch_s < INLINE_MAX_S:
+                outputs = self._run(merged)  # alone and quick: no thread hand-off (see the module's docstring)
+            else:
+                outputs = await loop.run_in_executor(self._executor, self._run, merged)
             release()
-            if self.max_batch_size:
-                for name, out in outputs.items():
-                    if out.ndim == 0 or len(out) != total:
-                        raise InferenceFailed(f"model {self.name}: batch size mismatch: {total} rows in, "
-                                              f"output {name} of shape {list(out.shape)} out")
+            self._checked(outputs, total)
         except Exception as error:  # one failed batch fails each of its futures, never the loop
-            failure = error if isinstance(error, InferenceFailed) else InferenceFailed(
-                f"model {self.name}: the backend failed on a batch of {total}: {error}")
+            failure = self._failure(error, total)
             for item in live:
                 if not item.future.done():
                     item.future.set_exception(failure)
             return
-        self._observer.computed(total, time.perf_counter() - start)
+        self._computed(total, time.perf_counter() - start)
         if not self.max_batch_size:
             if not live[0].future.done():
                 live[0].future.set_result(outputs)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.datatypes import Datatype
+from service.version_policy import VersionPolicy
 
 CONFIG_FILE = "config.json"
 SCHEMA_VERSION = 2
@@ -67,7 +68,9 @@ class ImageProcessor(_Strict):
     ``height / 0.875``, as ImageNet models expect) and crops the centre. Pixels (a picture's, or raw ones sent as
     JSON in ``[pixel_min, pixel_max]``) become ``(v * scale - mean) / std`` per channel, in the input's datatype
     and ``layout``; a ``UINT8`` input takes the pixels as they are. ``invert`` is for dark-on-light pictures fed
-    to a model trained on light-on-dark ones.
+    to a model trained on light-on-dark ones. ``auto_invert``: an uploaded picture whose border is, by its median,
+    on the other side of mid-grey from ``background`` (a dark shoe photographed on a white table, for a model
+    trained on light items on black) is inverted before it is resized; raw pixel arrays are taken as they are.
     """
 
     kind: Literal["image"] = "image"
@@ -86,6 +89,7 @@ class ImageProcessor(_Strict):
     resize_shorter_to: int | None = Field(None, ge=1)
     background: int = 0
     invert: bool = False
+    auto_invert: bool = False
 
 
 class SequenceProcessor(_Strict):
@@ -149,6 +153,8 @@ class ModelConfig(_Strict):
     batching: BatchingConfig = BatchingConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     warmup: dict[str, WarmupInput] = Field(default_factory=dict)
+    version_policy: VersionPolicy | None = Field(
+        None, description="which versions are served, read from the newest version (service.version_policy)")
 
     def input(self, name: str) -> TensorConfig:
         return next(t for t in self.inputs if t.name == name)

@@ -38,6 +38,7 @@ from service.model_stats import ModelStats
 from service.processors import from_files
 from service.processors.values import top_k_count
 from service.registry import ModelRegistry, ServedModel
+from service.repository_sync import RepositorySync
 from service.settings import Settings
 
 UNKNOWN = "_unknown"  # the model label of requests for models that are not served (bounded cardinality)
@@ -156,6 +157,7 @@ class DataPlane:
         self.settings = settings
         self.metrics = metrics
         self.registry = registry
+        self.repository = RepositorySync(registry, settings)  # the repository on disk and the API's orders
         self.started = False
         self.accepting = False
 

@@ -10,7 +10,7 @@
     ├── Unauthorized             401  unauthorized            admin endpoints without the bearer token
     ├── ModelNotFound            404  model_not_found
     ├── VersionNotFound          404  version_not_found
-    ├── Conflict                 409  conflict                repository API with several worker processes
+    ├── SampleNotFound           404  sample_not_found        a sample file a version does not publish
     ├── PayloadTooLarge          413  payload_too_large       body over the limit
     ├── UnsupportedMediaType     415  unsupported_media_type
     ├── Overloaded               429  overloaded              queue full; carries Retry-After
@@ -74,8 +74,8 @@ class VersionNotFound(NNServeError):
     status, code = 404, "version_not_found"
 
 
-class Conflict(NNServeError):
-    status, code = 409, "conflict"
+class SampleNotFound(NNServeError):
+    status, code = 404, "sample_not_found"
 
 
 class PayloadTooLarge(NNServeError):

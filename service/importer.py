@@ -36,7 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # pixels scaled to [0, 1], resized to fit and padded
     "unit": {"kind": "image", "mean": 0.0, "std": 1.0},
     # greyscale, light on dark, Fashion-MNIST style (as the built-in models)
-    "mnist": {"kind": "image", "color_mode": "L", "mean": 0.2860, "std": 0.3530},
+    "mnist": {"kind": "image", "color_mode": "L", "mean": 0.2860, "std": 0.3530, "auto_invert": True},
 }
 
 

@@ -25,6 +25,7 @@ from service.config_from_graph import ConfigError, batch_blocker, complete_confi
 from service.errors import ModelLoadFailed
 from service.report import TrainingReport
 from service.repository import MODEL_FILE, sha256_of
+from service.samples import SampleIndex
 from service.settings import Settings
 from service.warmup import batching_problem, describe_feeds, example_feeds
 
@@ -52,6 +53,7 @@ class LoadedVersion:
     folder: Path
     load_seconds: float
     warmup: str  # the warm-up feeds' shapes, for the import's summary
+    samples: SampleIndex | None = None
 
 
 def runtime_options(settings: Settings, overrides: RuntimeConfig) -> RuntimeOptions:
@@ -67,8 +69,9 @@ def load_version(folder: Path, name: str, version: int, settings: Settings) -> L
         raw = read_config_file(folder)
         overrides = RuntimeConfig.model_validate(raw.get("runtime", {}))
         report = TrainingReport.load(folder)
+        samples = SampleIndex.load(folder)
     except (OSError, ValueError, ValidationError) as error:
-        raise ModelLoadFailed(f"{where}: bad config.json or report.json: {error}") from error
+        raise ModelLoadFailed(f"{where}: bad config.json, report.json or samples/index.json: {error}") from error
     platform = raw.get("platform", PLATFORMS[0])
     if platform not in PLATFORMS:
         raise ModelLoadFailed(f"{where}: platform {platform!r} is not one of {list(PLATFORMS)}")
@@ -99,7 +102,7 @@ def load_version(folder: Path, name: str, version: int, settings: Settings) -> L
     except Exception as error:
         raise _warmup_failed(where, shapes, error) from error
     return LoadedVersion(config, report, backend, policy, folder, time.perf_counter() - start,
-                         describe_feeds(example_feeds(config, signature, 1)))
+                         describe_feeds(example_feeds(config, signature, 1)), samples)
 
 
 def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, where: str) -> BatchPolicy:

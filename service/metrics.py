@@ -79,7 +79,11 @@ class ServiceMetrics:
             multiprocess_mode="livemin", registry=r,
         )
         self.load_failures = Counter(
-            "nnserve_model_load_failures", "Model versions that failed to load.", ["model"], registry=r,
+            "nnserve_model_load_failures", "Model versions that failed to load.", ["model", "version"], registry=r,
+        )
+        self.load_failed = Gauge(
+            "nnserve_model_load_failed", "1 while a model version on disk cannot load: it is not served (an older "
+            "version may stand in) until its files change.", mv, multiprocess_mode="livemax", registry=r,
         )
 
         self._per_request: dict[tuple[str, str, str], RequestMetrics] = {}
@@ -93,12 +97,24 @@ class ServiceMetrics:
         return bound
 
     def exposition(self) -> bytes:
-        """The text of ``/metrics``: this process's registry, or every worker's in multiprocess mode."""
+        """The text of ``/metrics``: this process's registry, or every worker's in multiprocess mode; without
+        the zeros of the series that say a model version exists (a retired version's readiness and queue
+        capacity, a failure since resolved), which would otherwise stay forever: prometheus-client cannot remove
+        a series in multiprocess mode."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+            text = generate_latest(registry)
+        else:
+            text = generate_latest(self.registry)
+        return b"\n".join(line for line in text.split(b"\n") if not _absent(line))
+
+
+PRESENCE = (b"nnserve_model_ready{", b"nnserve_model_info{", b"nnserve_model_load_failed{", b"nnserve_queue_capacity{")
+
+
+def _absent(line: bytes) -> bool:
+    return line.startswith(PRESENCE) and line.endswith((b" 0.0", b" 0"))
 
 
 class RequestMetrics:

@@ -12,9 +12,13 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import numpy as np
+
 from service.config import TensorConfig
 from service.datatypes import DTYPES
 from service.registry import ServedModel
+from service.samples import SAMPLES_DIR, read_frames
+from service.warmup import example_feeds
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "model_repository(unload_dependents)"]
 TRITON_TYPES = {name: f"TYPE_{'STRING' if name == 'BYTES' else name}" for name in DTYPES}
@@ -124,6 +128,9 @@ def model_card(served: ServedModel, versions: list[int], others: Sequence[Served
         lacks.append("training report (no dataset, training or accuracy figures: an imported model)")
     if config.classification is None:
         lacks.append("labels (/predict answers with the output tensors)")
+    if served.samples is None:
+        lacks.append("published samples (no test-set items to try it on; GET /models/{name}/samples gives "
+                     + ("an example built from its signature)" if config.processor is None else "none)"))
     return {
         "name": config.name, "version": config.version, "versions": versions,
         "family": report.family if report else None, "task": config.task, "description": config.description,
@@ -144,6 +151,40 @@ def model_card(served: ServedModel, versions: list[int], others: Sequence[Served
         "report": report.model_dump(mode="json", by_alias=True, exclude_none=True) if report else None,
         "lacks": lacks,
     }
+
+
+def model_samples(served: ServedModel) -> dict[str, Any]:
+    """``GET /models/{name}/samples``: what a person can try a model on. Published test-set items with their true
+    labels (``service.samples``), each with its file's path (relative to the server's base URL) and, for a
+    sequence, the frames ``/predict`` takes; a model with no processor and no samples gets one example of every
+    input built from its signature (the warm-up feed: the right shape and datatype, zeros or the config's value)."""
+    config, index = served.config, served.samples
+    kind = config.processor.kind if config.processor else "tensors"
+    body: dict[str, Any] = {"model": served.name, "version": served.version, "kind": kind, "source": "none",
+                            "samples": []}
+    if index is not None:
+        base = f"models/{served.name}/versions/{served.version}/samples/"
+        body.update(source="repository", dataset=index.dataset, split=index.split)
+        for item in index.items:
+            entry = {**item.model_dump(exclude_none=True), "url": base + item.file}
+            if kind == "sequence":
+                entry["inputs"] = read_frames(served.path / SAMPLES_DIR / item.file)
+            body["samples"].append(entry)
+    elif kind == "tensors":
+        feeds = example_feeds(config, served.backend.signature, 1)
+        body.update(source="signature", samples=[{"label": None, "inputs": {
+            t.name: {"datatype": t.datatype, "shape": list(feeds[t.name].shape), "value": _nested(feeds[t.name])}
+            for t in config.inputs}}])
+    return body
+
+
+def _nested(value: Any) -> Any:
+    """An array as nested JSON lists (what ``/predict`` takes), BYTES elements as text."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_nested(v) for v in value]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _numpy_name(datatype: str) -> str:

@@ -50,6 +50,28 @@ def version_dir(root: Path, name: str, version: int) -> Path:
     return root / name / str(version)
 
 
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(folder: Path) -> Fingerprint:
+    """What changes when a version's files do: each file's path, size and modification time (a stat each, no
+    reading: the repository poll takes well under a millisecond for a hundred versions)."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        try:
+            stat = path.stat()
+        except OSError:  # removed while we looked: the next poll sees the rest
+            continue
+        if path.is_file():
+            found.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
+
+
+def scan_versions(model_dir: Path) -> dict[int, Fingerprint]:
+    """Each complete version of a model and its fingerprint."""
+    return {v: fingerprint(model_dir / str(v)) for v in list_versions(model_dir)}
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

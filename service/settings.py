@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.version_policy import VersionPolicy
 
 
 class Settings(BaseSettings):
@@ -24,12 +26,20 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=4 * 1024 * 1024, description="largest gRPC message either way (gRPC's own default, "
         "4 MB, is less than a batch of 16 pictures of 3x224x224 FP32)")
-    workers: int = Field(1, ge=1, description="server processes (each loads every model)")
+    workers: int | None = Field(
+        None, ge=1, description="server processes, each with every model; `nnserve serve` defaults to one per CPU "
+        "this process may use (service.settings.default_workers); an app built directly is one process")
     repository: Path = Path("models")
     models: list[str] = Field(default_factory=list, description="serve only these models (default: all)")
     model_versions: dict[str, list[int]] = Field(
-        default_factory=dict, description='pinned versions, e.g. {"cnn": [1, 2]}; default: the latest of each'
+        default_factory=dict, description='pinned versions, e.g. {"cnn": [1, 2]}; default: the version policy'
     )
+    version_policy: str = Field("latest:1", description="which versions of a model are served where its newest "
+                                "config.json says nothing: latest[:N], all, specific:V[,V...]")
+    repository_poll_s: float = Field(5.0, ge=0, description="how often the repository is checked for new, changed "
+                                     "and removed versions; 0 = never (service.repository_sync)")
+    control_dir: Path | None = Field(None, description="internal: the folder through which the processes of one "
+                                     "server follow the repository API's orders (service.model_control)")
 
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int | None = Field(
@@ -50,27 +60,65 @@ class Settings(BaseSettings):
     warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_body_bytes_in_flight: int = Field(
+        128 * 1024 * 1024, ge=1024, description="request bodies one process holds at once; a request over it gets "
+        "429 (service.hosting.body_budget); at least --max-body-bytes")
     max_image_pixels: int = Field(4096 * 4096, ge=1)
     max_items_per_request: int = Field(256, ge=1)
 
+    root_path: str = Field(
+        "", pattern=r"^(/[A-Za-z0-9._~-]+)*$", description="the path prefix a proxy in front strips (uvicorn's "
+        "root_path: e.g. /nnserve for an ingress serving https://host/nnserve/); the page at / and the OpenAPI "
+        "docs build their links on it")
     admin_token: str | None = None
     log_level: str = "info"
     access_log: bool = True
     drain_timeout_s: float = 30.0
+
+    @model_validator(mode="after")
+    def _budget_holds_a_body(self) -> Settings:
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(f"max_body_bytes_in_flight ({self.max_body_bytes_in_flight}) is smaller than "
+                             f"max_body_bytes ({self.max_body_bytes}): a request of the largest size could never "
+                             f"be admitted")
+        return self
+
+    @field_validator("version_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        VersionPolicy.parse(value)
+        return value
 
     def onnxruntime_threads(self) -> int:
         """The intra-op thread count: as set, or every core this process may use shared among the workers —
         one call with all of them measured faster than several calls with one each (docs/benchmarks.md)."""
         if self.intra_op_threads is not None:
             return self.intra_op_threads
-        return max(1, usable_cpus() // self.workers)
+        return max(1, usable_cpus() // (self.workers or 1))
 
 
-def usable_cpus() -> int:
+def default_workers(providers: str, cpus: int, cuda_offered: bool) -> int:
+    """``nnserve serve``'s process count when none is given: one per CPU, because one process's event loop is the
+    limit (at c=64 it keeps 55% of two cores busy on the MLP; docs/benchmarks.md); one where the models run on
+    CUDA, where each process would hold its own copy of every model in GPU memory and the GPU, not the event loop,
+    sets the pace."""
+    if providers == "cuda" or (providers == "auto" and cuda_offered):
+        return 1
+    return max(1, cpus)
+
+
+def cuda_offered() -> bool:
+    """Whether onnxruntime here offers CUDA (onnxruntime-gpu installed; whether a GPU answers shows at load)."""
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """CPUs this process may use: its affinity, capped by a container's CPU quota (cgroup v2 ``cpu.max`` or
     v1 ``cpu.cfs_quota_us``), which the affinity does not show (a 2-CPU pod on a 32-core node)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = _cgroup_quota(Path("/sys/fs/cgroup"))
+    quota = _cgroup_quota(cgroup)
     return max(1, min(cpus, math.ceil(quota))) if quota else cpus
 
 

@@ -22,7 +22,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from service.config import Classification, ImageProcessor, ModelConfig, RaggedAxis, TensorConfig
+from service.config import Classification, ImageProcessor, ModelConfig, RaggedAxis, SequenceProcessor, TensorConfig
 from service.processors.image import normalize_pixels
 from service.processors.sequence import sequences_to_tensors
 from service.report import Dataset, Metrics, Parity, TrainingConfig, TrainingReport
@@ -40,6 +40,7 @@ from training.gates import (
     cpu_session,
     provenance,
 )
+from training.samples import publish_samples
 from training.tasks import Task
 from training.train import predict_proba
 
@@ -115,10 +116,11 @@ def check_model_parity(model: nn.Module, session: ort.InferenceSession, task: Ta
     return check_parity(lambda inputs: [wrapped(*inputs).numpy()], session, parity_batches(task))
 
 
-def onnx_predict(session: ort.InferenceSession, task: Task, batch_size: int = 256) -> np.ndarray:
-    """Test-set probabilities from raw inputs through the service's processors."""
-    spec, raw, out = task.processor, task.raw_test, []
-    for start in range(0, len(task.test_labels), batch_size):
+def onnx_predict(session: ort.InferenceSession, spec: ImageProcessor | SequenceProcessor,
+                 raw: np.ndarray | list[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """Probabilities of raw test inputs (pixels 0-255, or raw frames) through the service's processors."""
+    out = []
+    for start in range(0, len(raw), batch_size):
         chunk = raw[start:start + batch_size]
         if isinstance(spec, ImageProcessor):
             feeds = {spec.input: normalize_pixels(np.asarray(chunk), spec)}
@@ -138,7 +140,7 @@ def export_and_publish(checkpoint: Checkpoint, task: Task, repository: Path,
         session = cpu_session(path)
         gaps = check_model_parity(model, session, task)
         torch_p = predict_proba(model, task.test)
-        onnx_p = onnx_predict(session, task)
+        onnx_p = onnx_predict(session, task.processor, task.raw_test)
         agreement = float((torch_p.argmax(1) == onnx_p.argmax(1)).mean())
         if agreement < TOP1_AGREEMENT_MIN:
             raise GateFailed(f"parity gate: top-1 agreement {agreement:.4%} is below {TOP1_AGREEMENT_MIN:.1%} "
@@ -162,6 +164,7 @@ def export_and_publish(checkpoint: Checkpoint, task: Task, repository: Path,
             shutil.copyfile(path, folder / MODEL_FILE)
             build_config(checkpoint, task, version, sha).dump(folder)
             report.dump(folder)
+            publish_samples(folder, task.dataset, task.labels, task.raw_test, labels, onnx_p.argmax(1))
 
         version = publish(repository, checkpoint.name, prepare)
     target = repository / checkpoint.name / str(version)

@@ -74,7 +74,7 @@ def image_task(data_dir: Path | None, seed: int, val_fraction: float, limit: int
     pixels = ds.train_images[train_index].astype(np.float32) / 255.0
     spec = ImageProcessor(
         input="image", height=ds.train_images.shape[1], width=ds.train_images.shape[2],
-        mean=round(float(pixels.mean()), 4), std=round(float(pixels.std()), 4),
+        mean=round(float(pixels.mean()), 4), std=round(float(pixels.std()), 4), auto_invert=True,
     )
     test_count = len(ds.test_labels) if limit is None else min(len(ds.test_labels), 1000)
 

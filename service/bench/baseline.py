@@ -1,7 +1,9 @@
-"""``nnserve bench --baseline REV``: the same matrix against this checkout's server and a server of another git
-revision, in one sitting, alternating the two sides round by round (these machines drift by 20% within minutes:
-only figures taken together compare). The other revision runs from a temporary ``git worktree`` with this
-environment's Python and its own ``models/``; the table gives each side's mean and the ratio."""
+"""``nnserve bench --baseline REV`` and ``--versus-args ARGS``: the same matrix against this checkout's server
+and another one, in one sitting, alternating the two sides round by round (these machines drift by 20% within
+minutes: only figures taken together compare). The other side is a server of another git revision, run from a
+temporary ``git worktree`` with this environment's Python and its own ``models/``; or this checkout's server with
+other flags (``--versus-args="--workers 1"`` beside the defaults). The table gives each side's mean throughput,
+the ratio, and each side's median p50 latency."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -23,6 +26,17 @@ class Measured(Protocol):
 
     @property
     def samples_per_s(self) -> float: ...
+
+    @property
+    def p50_ms(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Side:
+    label: str  # in the table
+    cwd: Path | None  # the checkout whose server runs (None: this one)
+    repository: Path
+    server_args: str
 
 
 RowT = TypeVar("RowT", bound=Measured)
@@ -47,24 +61,35 @@ def baseline_repository(args: argparse.Namespace, checkout: Path) -> Path:
     return checkout / repository.relative_to(here) if repository.is_relative_to(here) else repository
 
 
-def compare(args: argparse.Namespace, measure_side: Callable[[str, Path | None, Path], list[RowT]]) -> str:
-    """Alternate ``measure_side("current" | "baseline", cwd, repository)`` for ``args.rounds`` rounds."""
+@contextmanager
+def other_side(args: argparse.Namespace) -> Iterator[Side]:
+    if args.baseline:
+        with worktree(args.baseline) as checkout:
+            yield Side(args.baseline, checkout, baseline_repository(args, checkout), args.server_args)
+    else:
+        yield Side(f"`{args.versus_args}`", None, args.repository, args.versus_args)
+
+
+def compare(args: argparse.Namespace, measure_side: Callable[[Side], list[RowT]]) -> str:
+    """Alternate ``measure_side(side)``, the other side first, for ``args.rounds`` rounds."""
     results: dict[tuple[str, str, int], dict[str, list[RowT]]] = defaultdict(lambda: defaultdict(list))
-    with worktree(args.baseline) as checkout:
-        sides = [("baseline", checkout, baseline_repository(args, checkout)), ("current", None, args.repository)]
+    current = Side(f"`{args.server_args}`" if args.versus_args and args.server_args else
+                   "defaults" if args.versus_args else "this checkout", None, args.repository, args.server_args)
+    with other_side(args) as other:
         for round_ in range(args.rounds or 2):
-            for side, cwd, repository in sides:
-                print(f"round {round_ + 1}, {side} ({args.baseline if side == 'baseline' else 'this checkout'}):",
-                      flush=True)
-                for row in measure_side(side, cwd, repository):
-                    results[(row.model, row.protocol, row.concurrency)][side].append(row)
-    head = ["model", "protocol", "conc.", f"{args.baseline} samples/s", "this checkout samples/s", "ratio",
-            "each round: baseline / current"]
+            for side in (other, current):
+                print(f"round {round_ + 1}, {side.label}:", flush=True)
+                for row in measure_side(side):
+                    results[(row.model, row.protocol, row.concurrency)][side.label].append(row)
+    head = ["model", "protocol", "conc.", f"{other.label} samples/s", f"{current.label} samples/s", "ratio",
+            f"each round: {other.label} / {current.label}", "p50 ms (median of rounds)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, protocol, concurrency), sides_rows in results.items():
-        cells = side_by_side([r.samples_per_s for r in sides_rows["baseline"]],
-                             [r.samples_per_s for r in sides_rows["current"]])
-        lines.append(f"| {model} | {protocol} | {concurrency} | " + " | ".join(cells) + " |")
+        before, after = sides_rows[other.label], sides_rows[current.label]
+        cells = side_by_side([r.samples_per_s for r in before], [r.samples_per_s for r in after])
+        p50 = " / ".join(f"{statistics.median(r.p50_ms for r in rows):.2f}" if rows else "-"
+                         for rows in (before, after))
+        lines.append(f"| {model} | {protocol} | {concurrency} | " + " | ".join([*cells, p50]) + " |")
     return "\n".join(lines)
 
 

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from service.bench.baseline import compare
+from service.bench.baseline import Side, compare
 from service.bench.grpc_load import run_h2load
 from service.bench.inprocess import raw_throughput
 from service.bench.loadgen import LoadResult, run_load
 from service.bench.pairs import pair_table, variant_pairs
 from service.bench.payloads import build, samples
+from service.bench.reference_server import reference_server
 from service.bench.scrape import batch_histogram, cpu_seconds, grpc_failures, rss_mb, scrape, tree_pids
 from service.hosting.launcher import free_port, serve_subprocess
 from service.loading import LoadedVersion, load_version
@@ -130,8 +131,8 @@ def run_matrix(server: Server, args: argparse.Namespace, models: list[str], roun
     return sorted(rows, key=lambda r: models.index(r.model))
 
 
-def table(rows: list[Row], raw_best: dict[str, tuple[float, int]], unbatched: dict[tuple[str, str, int], Row]
-          ) -> str:
+def table(rows: list[Row], raw_best: dict[str, tuple[float, int]], unbatched: dict[tuple[str, str, int], Row],
+          reference: dict[tuple[str, str, int], Row]) -> str:
     head = ["model", "protocol", "conc.", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99/p50", "errors",
             "mean batch", "batches >1", "raw ORT samples/s (batch)", "% of raw", "server CPU", "client CPU",
             "RSS MB"]
@@ -140,6 +141,8 @@ def table(rows: list[Row], raw_best: dict[str, tuple[float, int]], unbatched: di
     rounds = max(r.round for r in rows) > 1
     if rounds:
         head.insert(3, "round")
+    if reference:
+        head += ["reference req/s", "reference p50 ms", "p50 added ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     cores = os.cpu_count() or 1
     for r in rows:
@@ -154,6 +157,10 @@ def table(rows: list[Row], raw_best: dict[str, tuple[float, int]], unbatched: di
             u = unbatched.get((r.model, r.protocol, r.concurrency))
             cells += [f"{u.load.rps:,.0f}", f"{r.load.rps / u.load.rps:.2f}x", f"{u.load.p50_ms:.2f}"] if u \
                 else ["-", "-", "-"]
+        if reference:
+            f = reference.get((r.model, r.protocol, r.concurrency))
+            cells += [f"{f.load.rps:,.0f}" + (f" ({f.load.errors} errors)" if f.load.errors else ""),
+                      f"{f.load.p50_ms:.2f}", f"{r.load.p50_ms - f.load.p50_ms:+.2f}"] if f else ["-", "-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -182,10 +189,11 @@ def bench(args: argparse.Namespace) -> int:
         print(f"  {name:7} " + "  ".join(f"b{b}: {v:,.0f}" for b, v in result.items()), flush=True)
 
     unbatched: dict[tuple[str, str, int], Row] = {}
+    reference: dict[tuple[str, str, int], Row] = {}
     soak = ""
-    if args.baseline:
-        def side(name: str, cwd: Path | None, repository: Path) -> list[Row]:
-            with started_server(repository, args.server_args, cwd) as server:
+    if args.baseline or args.versus_args:
+        def side(which: Side) -> list[Row]:
+            with started_server(which.repository, which.server_args, which.cwd) as server:
                 return run_matrix(server, args, models)
 
         text = compare(args, side)
@@ -211,7 +219,15 @@ def bench(args: argparse.Namespace) -> int:
             print("unbatched server (--max-batch-size 1):", flush=True)
             with started_server(args.repository, args.server_args + " --max-batch-size 1") as server:
                 unbatched = {(r.model, r.protocol, r.concurrency): r for r in run_matrix(server, args, models)}
-    text = table(rows, raw_best, unbatched)
+    if args.reference:
+        protocols = ",".join(p for p in args.protocols.split(",") if p.startswith("v2-"))
+        print(f"reference: FastAPI calling onnxruntime in its event loop ({protocols}):", flush=True)
+        with reference_server(args.repository, models, free_port()) as (url, pid):
+            reference = {(r.model, r.protocol, r.concurrency): r
+                         for r in run_matrix(Server(url, pid), argparse.Namespace(**{**vars(args),
+                                                                                     "protocols": protocols}),
+                                             models)}
+    text = table(rows, raw_best, unbatched, reference)
     pairs = variant_pairs(loaded)
     if pairs:
         text += "\n\nINT8 variants beside their sources (served, same server, alternated):\n\n" + \

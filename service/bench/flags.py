@@ -23,14 +23,21 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
                         help='extra `nnserve serve` flags for the started server, e.g. --server-args="--workers 2"')
     parser.add_argument("--unbatched", action="store_true",
                         help="also bench a server with --max-batch-size 1 and report the speed-up")
+    parser.add_argument("--reference", action="store_true",
+                        help="also bench the same models behind the simplest FastAPI endpoint calling onnxruntime in "
+                             "its event loop (service/bench/reference_server.py; OIP protocols) and report what "
+                             "nnserve adds to p50")
     parser.add_argument("--soak", type=float, default=0.0,
                         help="seconds of one long run (first model and protocol, highest concurrency) "
                              "reporting the server's RSS growth")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="compare with a server of git revision REV, alternating rounds (see --rounds)")
+    parser.add_argument("--versus-args", default=None, metavar="ARGS",
+                        help='compare with this checkout\'s server started with these flags instead of '
+                             '--server-args, alternating rounds, e.g. --versus-args="--workers 1"')
     parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds of the whole matrix, alternating the models' order (default 1; with --baseline: "
-                             "rounds of each side, default 2)")
+                        help="rounds of the whole matrix, alternating the models' order (default 1; with --baseline "
+                             "or --versus-args: rounds of each side, default 2)")
     parser.add_argument("--raw-seconds", type=float, default=1.5,
                         help="seconds per batch size of the raw in-process onnxruntime measurement")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")

@@ -29,7 +29,7 @@ async def start_grpc(plane: DataPlane, settings: Settings, access_log: AccessLog
     limit = settings.grpc_max_message_bytes
     server = aio.server(options=[
         ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        ("grpc.so_reuseport", 1 if (settings.workers or 1) > 1 else 0),
     ])
     server.add_generic_rpc_handlers((checked_handlers(oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
                                                       OipServicer(plane, access_log)),))

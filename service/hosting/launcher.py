@@ -4,6 +4,7 @@ Used by ``nnserve bench`` and by the end-to-end tests."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,16 +24,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def all_processes_started(log: str) -> bool:
+    """Whether every serving process has loaded its models and listens (the first one ready is not all of them:
+    a load test's connections would all land on it)."""
+    match = re.search(r"nnserve: (\d+) serving process", log)
+    return match is None or log.count("Application startup complete") >= int(match.group(1))
+
+
 @contextmanager
 def serve_subprocess(repository: Path, args: Sequence[str] = (), port: int | None = None, timeout: float = 60,
-                     env: dict[str, str] | None = None, cwd: Path | None = None,
+                     env: dict[str, str] | None = None, cwd: Path | None = None, wrapper: Sequence[str] = (),
                      ) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     """Yield (url, process, log file); the server's output goes to the log file, read on failure. ``env``
     adds variables (``NNSERVE_*`` settings without a flag) to this process's environment; ``cwd`` runs the
-    ``service`` package found there (another checkout's, for ``nnserve bench --baseline``)."""
+    ``service`` package found there (another checkout's, for ``nnserve bench --baseline``); ``wrapper`` goes
+    before the command (``taskset -c 0``, which then execs the server: the process is still the server)."""
     port = port or free_port()
     grpc = [] if "--grpc-port" in args else ["--grpc-port", str(free_port())]  # never a fixed port in tests
-    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    command = [*wrapper, sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--repository", str(repository), *grpc, *args]
     log_path = Path(tempfile.mkstemp(prefix=f"nnserve-{port}-", suffix=".log")[1])
     with log_path.open("wb") as log:
@@ -45,7 +54,8 @@ def serve_subprocess(repository: Path, args: Sequence[str] = (), port: int | Non
                 if process.poll() is not None:
                     raise RuntimeError(f"nnserve exited with {process.returncode}: {log_path.read_text()[-3000:]}")
                 try:
-                    if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200 and \
+                            all_processes_started(log_path.read_text(errors="replace")):
                         break
                 except httpx.TransportError:
                     pass

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from service.settings import Settings
+from service.settings import Settings, cuda_offered, default_workers, usable_cpus
+
+log = logging.getLogger("nnserve")
 
 FLAGS: list[tuple[str, type, str]] = [
     ("host", str, "address to bind (default 127.0.0.1; 0.0.0.0 in the container)"),
     ("port", int, "port (default 8000)"),
     ("grpc-port", int, "gRPC port, the Open Inference Protocol (default 8001; 0 turns gRPC off)"),
     ("grpc-max-message-bytes", int, "largest gRPC message (default 64 MiB)"),
-    ("workers", int, "server processes, each with every model (default 1)"),
+    ("workers", int, "server processes, each with every model (default: one per CPU this process may use, a "
+     "container's CPU quota counted; one when the models run on CUDA)"),
     ("repository", str, "model repository folder (default models/)"),
+    ("repository-poll-s", float, "check the repository for new, changed and removed versions this often "
+     "(default 5; 0 = never)"),
+    ("version-policy", str, "versions served where a model's config says nothing: latest[:N] | all | "
+     "specific:V[,V...] (default latest:1)"),
     ("providers", str, "execution providers: auto | cpu | cuda (default auto)"),
     ("intra-op-threads", int, "onnxruntime threads per call (default: CPU cores / workers)"),
     ("graph-optimization", str, "auto | all | extended | basic | disable (default auto: measured at load)"),
@@ -28,7 +36,9 @@ FLAGS: list[tuple[str, type, str]] = [
     ("batch-concurrency", int, "batches of one model computing at once (default 1)"),
     ("request-timeout-ms", float, "queued longer than this -> 504 (default 10000)"),
     ("max-body-bytes", int, "request body limit (default 16 MiB)"),
+    ("max-body-bytes-in-flight", int, "request bodies held at once per process before 429 (default 128 MiB)"),
     ("max-image-pixels", int, "uploaded picture limit in pixels (default 4096*4096)"),
+    ("root-path", str, "path prefix a proxy in front strips, e.g. /nnserve (default: none)"),
     ("admin-token", str, "bearer token of the /v2/repository API (default: API disabled)"),
     ("log-level", str, "debug | info | warning (default info)"),
 ]
@@ -94,7 +104,7 @@ def uvicorn_config(settings: Settings) -> Any:
         "service.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
         log_level=settings.log_level, access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
-        loop="auto", http=http_protocol(settings.max_body_bytes),
+        loop="auto", http=http_protocol(settings.max_body_bytes), root_path=settings.root_path,
     )
 
 
@@ -106,8 +116,19 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings()
     if args.worker_of is not None:  # one of the processes of `--workers N`
         return serve_worker(args.worker_of, settings, uvicorn_config(settings))
-    if settings.workers > 1:
-        prepare_multiprocess_metrics()
+    if settings.workers is None:  # resolved once, here, so every process splits the cores the same way
+        cpus, cuda = usable_cpus(), cuda_offered()
+        os.environ["NNSERVE_WORKERS"] = str(default_workers(settings.providers, cpus, cuda))
+        settings = Settings()
+    if (settings.workers or 1) > 1:
+        prepare_multiprocess_metrics()  # before anything imports prometheus_client (it reads this at import)
+    from service.app import configure_logging
+
+    configure_logging(settings.log_level)
+    log.info("nnserve: %d serving process(es), %d onnxruntime thread(s) each (%d CPU(s) usable here%s)",
+             settings.workers or 1, settings.onnxruntime_threads(), usable_cpus(),
+             "; CUDA offered" if settings.providers != "cpu" and cuda_offered() else "")
+    if (settings.workers or 1) > 1:
         return serve_group(settings, uvicorn_config(settings))
     NNServeServer(uvicorn_config(settings)).run()
     return 0

@@ -5,7 +5,8 @@ workers (two more Python processes, about 50 MB of resident memory), and its wor
 whichever wakes first accepts every connection waiting, so a burst of long-lived connections can land on one
 process (measured: all 64 of a benchmark's, half the throughput). Here every process binds its own socket to the
 port with ``SO_REUSEPORT`` and the kernel spreads new connections over them; a socket starts listening only once
-its process has loaded its models. The started process serves as well, passes SIGTERM or SIGINT on to the others
+its process has loaded its models. Every process follows the repository API's orders through one control folder
+(``service.model_control``). The started process serves as well, passes SIGTERM or SIGINT on to the others
 (as SIGTERM) and waits, while draining itself, until each has drained and exited; it restarts one that dies while
 serving, and stops everything if one cannot start. A child dies with its parent (``PR_SET_PDEATHSIG``).
 """
@@ -16,17 +17,21 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
 from service.hosting.uvicorn_server import NNServeServer
+from service.model_control import ControlFolder
 from service.settings import Settings
 
 log = logging.getLogger("nnserve")
@@ -58,8 +63,9 @@ def die_with_parent(parent: int) -> None:
 class WorkerGroup:
     """The N-1 child processes: start, watch (restart, or stop the server), signal, wait."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, control: ControlFolder) -> None:
         self.count = count
+        self.control = control  # a dead child's progress is forgotten: the repository API waits for the living
         self.children: list[subprocess.Popen[bytes]] = []
         self.stopping = threading.Event()
         self.failed = False  # a child could not start: the server stops (GroupServer.on_tick)
@@ -85,6 +91,7 @@ class WorkerGroup:
                     continue
                 with contextlib.suppress(OSError):
                     multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]  # its gauges leave
+                self.control.forget(child.pid)
                 if code == STARTUP_FAILURE:
                     log.error("worker %d could not start (exit %d): stopping the server", child.pid, code)
                     self.failed = True
@@ -163,7 +170,9 @@ class GroupServer(NNServeServer):
 def serve_group(settings: Settings, config: uvicorn.Config) -> int:
     sock = port_socket(settings.host, settings.port)
     os.environ["NNSERVE_PORT"] = str(sock.getsockname()[1])  # the children bind the same port (even if 0 was asked)
-    group = WorkerGroup(settings.workers - 1)
+    control = ControlFolder(Path(tempfile.mkdtemp(prefix="nnserve-control-")))
+    os.environ["NNSERVE_CONTROL_DIR"] = str(control.folder)  # every process follows the repository API's orders
+    group = WorkerGroup((settings.workers or 1) - 1, control)
     server = GroupServer(config, group, settings.drain_timeout_s)
     group.start()
     log.info("nnserve on http://%s:%s: this process (%d) and %s", settings.host, os.environ["NNSERVE_PORT"],
@@ -173,6 +182,7 @@ def serve_group(settings: Settings, config: uvicorn.Config) -> int:
     finally:
         group.signal(signal.SIGTERM)
         group.wait(settings.drain_timeout_s + 10)
+        shutil.rmtree(control.folder, ignore_errors=True)
     return STARTUP_FAILURE if group.failed else 0
 
 

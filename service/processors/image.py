@@ -7,6 +7,7 @@ service computes. Everything is validated here, before anything joins a batch.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,17 @@ def check_finite(array: np.ndarray, what: str) -> None:
         raise InvalidValue(f"{what}: {bad} value(s) are NaN or infinite")
 
 
-def decode_image(data: bytes, spec: ImageProcessor, max_pixels: int, filename: str = "file") -> np.ndarray:
+@dataclass
+class Picture:
+    """A decoded picture, ``[H, W]`` or ``[H, W, C]`` uint8 pixels as the model's processor makes them, and what
+    was done to it, in order, in words a person reads (the page at ``/`` shows them beside its preview)."""
+
+    pixels: np.ndarray
+    steps: list[str]
+    inverted: bool = False
+
+
+def decode_picture(data: bytes, spec: ImageProcessor, max_pixels: int, filename: str = "file") -> Picture:
     """Picture bytes of any size and mode -> ``[H, W]`` or ``[H, W, C]`` uint8 pixels, per the config."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -113,19 +124,59 @@ def decode_image(data: bytes, spec: ImageProcessor, max_pixels: int, filename: s
         raise ImageTooLarge(
             f"{filename}: image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
+    steps = [f"read a {image.format} picture, {width}x{height}, mode {image.mode}"]
+    inverted = False
     try:
         image.load()
+        if image.getexif().get(0x0112, 1) != 1:  # the EXIF orientation tag
+            steps.append("turned upright as its EXIF orientation says")
         image = ImageOps.exif_transpose(image) or image
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (spec.background,) * 3 + (255,))
+            if np.asarray(rgba.getchannel("A")).min() < 255:
+                steps.append(f"transparent parts composited over {_shade(spec.background)} ({spec.background})")
             image = Image.alpha_composite(background, rgba)
-        converted = image.convert("L" if spec.color_mode == "L" else "RGB")
+        mode = "L" if spec.color_mode == "L" else "RGB"
+        if image.mode != mode:
+            steps.append(f"converted to {'8-bit greyscale' if mode == 'L' else 'RGB'}")
+        converted = image.convert(mode)
+        if spec.auto_invert:
+            border = _border_median(np.asarray(converted.convert("L")))
+            light_background = spec.background > (spec.pixel_min + spec.pixel_max) / 2
+            if (border > 127.5) != light_background:
+                converted = ImageOps.invert(converted)
+                inverted = True
+                steps.append(f"inverted: its border is {_shade(border)} (median {border:g}) and the model was "
+                             f"trained on items on {_shade(spec.background)}")
         fitted = _resize(converted, spec)
+        steps.append(_describe_resize(spec, converted.size))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise InvalidImage(f"{filename}: image data is truncated or corrupt ({error})") from error
     pixels = np.asarray(fitted, dtype=np.uint8)
-    return pixels[:, :, ::-1] if spec.color_mode == "BGR" else pixels
+    if spec.color_mode == "BGR":
+        steps.append("channels reordered to BGR")
+        pixels = pixels[:, :, ::-1]
+    return Picture(pixels, steps, inverted)
+
+
+def _shade(value: float) -> str:
+    return "light" if value > 127.5 else "dark"
+
+
+def _border_median(grey: np.ndarray) -> float:
+    """The median of a ring along the picture's edges, 1/32 of its shorter side wide (at least one pixel)."""
+    ring = max(1, min(grey.shape) // 32)
+    edges = [grey[:ring], grey[-ring:], grey[ring:-ring, :ring], grey[ring:-ring, -ring:]]
+    return float(np.median(np.concatenate([edge.ravel() for edge in edges])))
+
+
+def _describe_resize(spec: ImageProcessor, size: tuple[int, int]) -> str:
+    if spec.resize == "fit-pad-bilinear":
+        return (f"fitted into {spec.width}x{spec.height} keeping its aspect ratio (bilinear), padded with "
+                f"{spec.background}" if size != (spec.width, spec.height) else f"already {spec.width}x{spec.height}")
+    shorter = spec.resize_shorter_to or round(min(spec.height, spec.width) / IMAGENET_CROP)
+    return f"shorter side resized to {shorter} (bilinear), centre cropped to {spec.width}x{spec.height}"
 
 
 def _resize(image: Any, spec: ImageProcessor) -> Any:
@@ -157,5 +208,11 @@ class ImageInput:
         return {self.spec.input: normalize_pixels(pixels_from_json(value, self.spec), self.spec, self.datatype)}
 
     def from_files(self, files: list[tuple[str, bytes]]) -> Tensors:
-        pixels = np.stack([decode_image(data, self.spec, self.max_pixels, name) for name, data in files])
+        return self.from_pictures(self.pictures(files))
+
+    def pictures(self, files: list[tuple[str, bytes]]) -> list[Picture]:
+        return [decode_picture(data, self.spec, self.max_pixels, name) for name, data in files]
+
+    def from_pictures(self, pictures: list[Picture]) -> Tensors:
+        pixels = np.stack([picture.pixels for picture in pictures])
         return {self.spec.input: normalize_pixels(pixels, self.spec, self.datatype)}

@@ -33,6 +33,9 @@ class InferenceFastPath:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
+        root = scope.get("root_path")
+        if root and path.startswith(root):  # behind a proxy (--root-path): uvicorn puts the prefix in the path
+            path = path[len(root):]
         for route in self.routes:  # Starlette's compiled pattern of each (Route.matches costs ~3 µs more)
             match = route.path_regex.match(path)
             if match is not None:

@@ -36,7 +36,6 @@ STATUS: dict[str, grpc.StatusCode] = {  # error code -> gRPC status; a 4xx code 
     "version_not_found": grpc.StatusCode.NOT_FOUND,
     "not_found": grpc.StatusCode.NOT_FOUND,
     "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
-    "conflict": grpc.StatusCode.FAILED_PRECONDITION,
     "payload_too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "not_ready": grpc.StatusCode.UNAVAILABLE,
@@ -210,7 +209,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         async def handle(call: GrpcCall) -> Any:
             repository_admin.authorize(self.plane.settings, call.metadata.get("authorization"))
-            rows = repository_admin.index(self.plane.registry)
+            rows = repository_admin.index(self.plane.repository)
             if request.ready:
                 rows = [r for r in rows if r["state"] == "READY"]
             return oip_pb2.RepositoryIndexResponse(models=[oip_pb2.RepositoryIndexResponse.ModelIndex(**r)
@@ -223,7 +222,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             repository_admin.authorize(self.plane.settings, call.metadata.get("authorization"))
             if not self.plane.accepting:
                 raise NotReady("server is shutting down")
-            await repository_admin.load(self.plane.registry, request.model_name, None)
+            await repository_admin.load(self.plane.repository, request.model_name, None)
             return oip_pb2.RepositoryModelLoadResponse()
 
         return await self._answer("RepositoryModelLoad", context, handle)
@@ -231,7 +230,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         async def handle(call: GrpcCall) -> Any:
             repository_admin.authorize(self.plane.settings, call.metadata.get("authorization"))
-            await repository_admin.unload(self.plane.registry, request.model_name)
+            await repository_admin.unload(self.plane.repository, request.model_name)
             return oip_pb2.RepositoryModelUnloadResponse()
 
         return await self._answer("RepositoryModelUnload", context, handle)

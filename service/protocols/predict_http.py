@@ -11,7 +11,9 @@ from starlette.datastructures import UploadFile
 
 from service.dataplane import DataPlane, PredictRequest, parse_version
 from service.errors import InvalidValue, MalformedRequest
+from service.preview import preview
 from service.protocols.http_io import json_response, log_record, parse_json, read_body
+from service.settings import Settings
 
 OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
@@ -62,6 +64,12 @@ def _int_field(value: Any, name: str) -> int:
         raise InvalidValue(f"{name}: expected an integer, received {value!r}") from None
 
 
+async def decode(request: Request, body: bytes, settings: Settings) -> PredictRequest:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return await from_form(request, settings.max_items_per_request)
+    return from_json(body)  # any other content type is read as JSON
+
+
 def build_router(plane: DataPlane) -> APIRouter:
     router = APIRouter(tags=["predict"])
     settings = plane.settings
@@ -72,10 +80,12 @@ def build_router(plane: DataPlane) -> APIRouter:
             plane.require_accepting()
             body = await read_body(request, settings.max_body_bytes)
             call.decode_started()
-            if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                decoded = await from_form(request, settings.max_items_per_request)
-            else:  # any other content type is read as JSON
-                decoded = from_json(body)
-            return json_response(await plane.predict(call, decoded))
+            return json_response(await plane.predict(call, await decode(request, body, settings)))
+
+    @router.post("/preview", openapi_extra=OPENAPI_BODY,
+                 summary="What the model would see of a /predict body: the processed pictures and tensors")
+    async def preview_inputs(request: Request) -> Response:
+        body = await read_body(request, settings.max_body_bytes)
+        return json_response(await preview(plane, await decode(request, body, settings)))
 
     return router

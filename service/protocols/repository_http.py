@@ -1,7 +1,7 @@
 """The model repository extension (``/v2/repository/...``), behind an admin bearer token.
 
-Loading builds and warms the new version before swapping it in: a broken model leaves the serving version
-untouched and answers 400 ``model_load_failed``.
+Loading builds and warms the new version before swapping it in, in every process of the server: a broken model
+leaves the serving version untouched and answers 400 ``model_load_failed`` naming what failed (and where).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from service.protocols.http_io import json_response, parse_json, read_body
 
 def build_router(plane: DataPlane) -> APIRouter:
     router = APIRouter(prefix="/v2/repository", tags=["model repository (admin)"])
-    registry = plane.registry
     settings = plane.settings
 
     def authorize(request: Request) -> None:
@@ -26,7 +25,7 @@ def build_router(plane: DataPlane) -> APIRouter:
     @router.post("/index", summary="Every model in the repository and its state")
     async def index(request: Request) -> Response:
         authorize(request)
-        return json_response(repository_admin.index(registry))
+        return json_response(repository_admin.index(plane.repository))
 
     @router.post("/models/{name}/load", summary="Load (or reload) a model's versions")
     async def load(request: Request, name: str) -> Response:
@@ -41,13 +40,13 @@ def build_router(plane: DataPlane) -> APIRouter:
                 if not isinstance(raw, list) or not all(isinstance(v, int) for v in raw):
                     raise MalformedRequest("parameters.versions: expected a list of integers")
                 versions = raw
-        served = await repository_admin.load(registry, name, versions)
+        served = await repository_admin.load(plane.repository, name, versions)
         return json_response({"name": name, "versions": served, "state": "READY"})
 
     @router.post("/models/{name}/unload", summary="Unload a model (drains its queue first)")
     async def unload(request: Request, name: str) -> Response:
         authorize(request)
-        await repository_admin.unload(registry, name)
+        await repository_admin.unload(plane.repository, name)
         return json_response({"name": name, "state": "UNAVAILABLE"})
 
     return router

@@ -104,13 +104,23 @@ def _serve_available() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def live_server() -> Iterator[LiveServer]:
-    """A real ``nnserve serve`` on 127.0.0.1, ready (all models loaded and warmed); stopped with SIGTERM."""
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real ``nnserve serve`` on 127.0.0.1 with its default processes, ready (all models loaded and warmed);
+    stopped with SIGTERM. It serves a copy of the repository with one more version of the first model, broken,
+    so the load-failure series exist too (prometheus-client lists a metric across processes only once it has a
+    sample) while the version before it stands in."""
     reason = _serve_available()
     if reason:
         pytest.skip(f"no live nnserve: {reason}")
+    repository = tmp_path_factory.mktemp("live") / "models"
+    shutil.copytree(MODELS, repository)
+    first = sorted(served_models())[0]
+    newest = max((p for p in (repository / first).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    broken = repository / first / str(int(newest.name) + 1)
+    shutil.copytree(newest, broken)
+    (broken / "model.onnx").write_bytes(b"not a model")
     port = free_port()
-    with serve_subprocess(MODELS, ["--log-level", "warning", "--providers", "cpu"], port=port, timeout=120) as (
+    with serve_subprocess(repository, ["--log-level", "warning", "--providers", "cpu"], port=port, timeout=120) as (
         url, _, log,
     ):
         yield LiveServer(url, port, served_models(), log)

@@ -100,8 +100,12 @@ def test_deployment_probes_draining_and_security() -> None:
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     env = {e["name"]: e for e in container["env"]}
     drain_s = float(env["NNSERVE_DRAIN_TIMEOUT_S"]["value"])
-    assert pre_stop[0] == "sleep" and int(pre_stop[1]) + drain_s < pod["terminationGracePeriodSeconds"], \
-        "preStop sleep + the server's drain must fit in the grace period, or the kubelet kills mid-drain"
+    from service.hosting.http_protocol import DRAIN_IDLE_S
+
+    assert pre_stop[0] == "sleep" and \
+        int(pre_stop[1]) + drain_s + DRAIN_IDLE_S < pod["terminationGracePeriodSeconds"], \
+        "preStop sleep + the server's drain (and an idle connection's grace) must fit in the grace period, or " \
+        "the kubelet kills mid-drain"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -290,3 +290,27 @@ def test_ctrl_c_in_a_terminal_drains_every_worker(models_dir: Path, tmp_path: Pa
             if server.poll() is None:
                 os.killpg(server.pid, signal.SIGKILL)
     assert log.read_text().count("drained and stopped") == 2, log.read_text()[-2000:]
+
+
+def _threads_reported(url: str) -> int:
+    return int(httpx.get(f"{url}/v2/models/mlp").json()["parameters"]["intra_op_threads"])
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_the_default_server_runs_one_process_per_usable_cpu(models_dir: Path, cpus: int) -> None:
+    """No --workers: as many serving processes as the CPUs it may use (here its affinity, set with taskset), the
+    cores split among them; --workers 1 still gives one process with every core."""
+    import shutil as _shutil
+
+    if cpus > len(os.sched_getaffinity(0)) or _shutil.which("taskset") is None:
+        pytest.skip(f"needs taskset and {cpus} CPUs")
+    cpu_list = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:cpus])
+    with serve_subprocess(models_dir, ["--model", "mlp", "--no-access-log"],
+                          wrapper=["taskset", "-c", cpu_list]) as (url, process, log):
+        _wait_for(lambda: log.read_text().count("Application startup complete") == cpus)
+        assert len(_children(process.pid)) == cpus - 1
+        assert f"nnserve: {cpus} serving process(es), 1 onnxruntime thread(s) each ({cpus} CPU(s)" in log.read_text()
+        assert _threads_reported(url) == 1
+    with serve_subprocess(models_dir, ["--model", "mlp", "--no-access-log", "--workers", "1"],
+                          wrapper=["taskset", "-c", cpu_list]) as (url, process, _):
+        assert _children(process.pid) == [] and _threads_reported(url) == cpus

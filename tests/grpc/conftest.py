@@ -38,6 +38,7 @@ def grpc_repository(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) 
 @pytest.fixture(scope="session")
 def grpc_server(grpc_repository: Path) -> Iterator[GrpcServer]:
     port = free_port()
-    args = ["--grpc-port", str(port), "--admin-token", "secret", "--request-timeout-ms", "5000"]
+    # One process: the deadline and cancellation tests fill one queue and read one batcher's counts.
+    args = ["--grpc-port", str(port), "--admin-token", "secret", "--request-timeout-ms", "5000", "--workers", "1"]
     with serve_subprocess(grpc_repository, args, env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}) as (url, _, log):
         yield GrpcServer(url, f"127.0.0.1:{port}", grpc_repository, log)

@@ -25,7 +25,7 @@ async def running_app(repository: Path, **overrides: Any) -> AsyncIterator[httpx
                            "access_log": False, "grpc_port": 0, **overrides})
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, root_path=settings.root_path)  # as uvicorn's --root-path
         async with httpx.AsyncClient(transport=transport, base_url="http://nnserve") as client:
             yield client
 

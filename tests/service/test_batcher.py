@@ -216,3 +216,60 @@ async def test_a_cancelled_queued_request_frees_its_place() -> None:
     assert (await batcher.submit(item(3, n=2), 2, 5))["y"].tolist() == [[9.0], [9.0]]
     await first
     await batcher.stop()
+
+
+def threaded(run_delay: float) -> tuple[Batcher, Recorder, list[int]]:
+    """A batcher whose model records the thread it ran on."""
+    recorder, threads = Recorder(), []
+
+    def run(feeds: Tensors) -> Tensors:
+        threads.append(threading.get_ident())
+        time.sleep(run_delay)
+        return {"y": feeds["x"][:, :1]}
+
+    batcher = Batcher(run, ThreadPoolExecutor(2), recorder, max_batch_size=8, max_queue_delay_s=0.0,
+                      max_queue_size=64, concurrency=1)
+    return batcher, recorder, threads
+
+
+async def test_a_lone_request_of_a_fast_model_runs_in_the_event_loop() -> None:
+    batcher, recorder, threads = threaded(0.0)
+    batcher.start()
+    await batcher.submit(item(1), 1, 5)  # the first is measured off the loop
+    assert threads[-1] != threading.get_ident()
+    for _ in range(3):
+        assert (await batcher.submit(item(2), 1, 5))["y"].shape == (1, 1)
+    assert threads[-3:] == [threading.get_ident()] * 3
+    await batcher.submit(item(3, n=8), 8, 5)  # a large request: never inline
+    assert threads[-1] != threading.get_ident()
+    results = await asyncio.gather(*[batcher.submit(item(i), 1, 5) for i in range(6)])  # company: batched
+    assert [r["y"][0, 0] for r in results] == list(range(6)) and max(recorder.batches[-5:]) > 1
+    await batcher.stop()
+
+
+async def test_a_slow_model_never_runs_in_the_event_loop() -> None:
+    batcher, _, threads = threaded(0.003)
+    batcher.start()
+    for _ in range(4):
+        await batcher.submit(item(1), 1, 5)
+    assert threading.get_ident() not in threads
+    await batcher.stop()
+
+
+async def test_a_failure_inline_is_the_requests_alone() -> None:
+    calls = []
+
+    def run(feeds: Tensors) -> Tensors:
+        calls.append(len(feeds["x"]))
+        if feeds["x"][0, 0] < 0:
+            raise RuntimeError("negative")
+        return {"y": feeds["x"][:, :1]}
+
+    batcher = Batcher(run, ThreadPoolExecutor(1), Recorder(), max_batch_size=8, max_queue_delay_s=0.0,
+                      max_queue_size=64, concurrency=1)
+    batcher.start()
+    await batcher.submit(item(1), 1, 5)
+    with pytest.raises(InferenceFailed, match="the backend failed on a batch of 1: negative"):
+        await batcher.submit(item(-1), 1, 5)
+    assert (await batcher.submit(item(2), 1, 5))["y"][0, 0] == 2
+    await batcher.stop()

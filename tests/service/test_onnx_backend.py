@@ -50,6 +50,18 @@ def test_threads_default_to_each_workers_share_of_the_cores() -> None:
     assert Settings(workers=2, intra_op_threads=3).onnxruntime_threads() == 3
 
 
+def test_serve_runs_a_process_per_usable_cpu_and_one_on_cuda(tmp_path: Path) -> None:
+    from service.settings import default_workers, usable_cpus
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers("auto", 4, cuda_offered=False) == 4 and default_workers("cpu", 3, cuda_offered=True) == 3
+    assert default_workers("auto", 8, cuda_offered=True) == 1 and default_workers("cuda", 8, cuda_offered=False) == 1
+    (tmp_path / "cpu.max").write_text("100000 100000\n")  # a container allowed one CPU of this machine
+    assert usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text(f"{cores * 400000} 100000\n")  # a quota above the cores: the cores count
+    assert usable_cpus(tmp_path) == cores
+
+
 def test_a_containers_cpu_quota_caps_the_threads(tmp_path: Path) -> None:
     from service.settings import _cgroup_quota
 

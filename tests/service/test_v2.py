@@ -95,6 +95,7 @@ async def test_loading_a_broken_version_keeps_the_serving_one(models_dir: Path, 
         predict = await client.post("/predict", json={"model": "mlp", "inputs": [[[0] * 28] * 28]})
         assert predict.status_code == 200 and predict.json()["version"] == serving
         metrics = (await client.get("/metrics")).text
-        assert 'nnserve_model_load_failures_total{model="mlp"} 2.0' in metrics
+        assert f'nnserve_model_load_failures_total{{model="mlp",version="{serving + 1}"}} 2.0' in metrics
         index = (await client.post("/v2/repository/index", headers=AUTH)).json()
-        assert any(r["version"] == str(serving + 1) and r["state"] == "UNAVAILABLE" for r in index)
+        assert any(r["version"] == str(serving + 1) and r["state"] == "UNAVAILABLE"
+                   and "onnxruntime cannot load" in r["reason"] for r in index)

@@ -126,3 +126,51 @@ def test_the_accuracy_gate_rejects_and_nothing_is_published(quick: Options, tmp_
         export_and_publish(checkpoint, task, options.repository, min_accuracy=0.999)
     assert list_versions(options.repository / "mlp") == []
     assert export("mlp", options).version == 1  # the same checkpoint without the gate's bar publishes
+
+
+@pytest.mark.parametrize("family", ["cnn", "lstm"])
+def test_published_samples_are_real_test_items_with_their_true_labels(quick: Options, family: str,
+                                                                        tmp_path: Path) -> None:
+    """One item per class, then the first items the version gets wrong; each file holds exactly the dataset's
+    input, and the "misclassified" ones really are. The command that adds samples to older versions writes the same."""
+    from service.processors.image import normalize_pixels
+    from service.processors.sequence import sequences_to_tensors
+    from service.samples import SampleIndex, read_frames
+    from training.samples import add_missing_samples
+    from training.tasks import load_task
+
+    folder = quick.repository / family / "1"
+    index = SampleIndex.load(folder)
+    assert index is not None and index.split == "test"
+    config = ModelConfig.model_validate({**read_config_file(folder), "version": 1})
+    assert config.classification is not None and config.processor is not None
+    task = load_task(family, quick.data_dir, 0, 0.1, 300)
+    labels = config.classification.labels
+    assert {item.index for item in index.items} == set(range(len(labels)))
+    session = cpu_session(folder / "model.onnx")
+    for item in index.items:
+        assert item.label == labels[item.index] == labels[int(task.test_labels[item.row])]
+        path = index.file(folder, item.file)
+        assert path is not None and path.stat().st_size < 4096
+        if family == "cnn":
+            from PIL import Image
+
+            pixels = np.asarray(Image.open(path))
+            assert np.array_equal(pixels, task.raw_test[item.row])
+            feeds = {"image": normalize_pixels(pixels[None], config.processor)}  # type: ignore[arg-type]
+        else:
+            frames = np.asarray(read_frames(path), dtype=np.float32)
+            assert np.array_equal(frames, task.raw_test[item.row])
+            feeds = sequences_to_tensors([frames], config.processor)  # type: ignore[arg-type]
+        predicted = int(session.run(None, feeds)[0].argmax())
+        assert (predicted != item.index) == (item.note is not None), item
+    assert len(index.items) == len(labels) + 2  # a quick model gets more than two wrong
+    assert index.file(folder, "../config.json") is None
+
+    copy = tmp_path / "repo" / family / "1"
+    copy.mkdir(parents=True)
+    for name in ("model.onnx", "config.json", "report.json"):
+        (copy / name).write_bytes((folder / name).read_bytes())
+    assert add_missing_samples(tmp_path / "repo", quick.data_dir) == [copy]
+    assert (copy / "samples" / "index.json").read_text() == (folder / "samples" / "index.json").read_text()
+    assert add_missing_samples(tmp_path / "repo", quick.data_dir) == []  # never written twice
