@@ -17,7 +17,8 @@ def _training_options(args: argparse.Namespace) -> Any:
     from training.pipeline import Options
 
     return Options(data_dir=args.data_dir, repository=args.repository, checkpoint_dir=args.checkpoint_dir,
-                   epochs=args.epochs, seed=args.seed, quick=args.quick, quiet=args.quiet, threads=args.threads)
+                   epochs=args.epochs, seed=args.seed, quick=args.quick, quiet=args.quiet, threads=args.threads,
+                   int8=not getattr(args, "no_int8", False))
 
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
@@ -46,19 +47,23 @@ def _add_publishing_flags(parser: argparse.ArgumentParser, scores_default: str) 
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from training.pipeline import format_table, run_pipeline
+    from training.pipeline import format_int8_table, format_table, run_pipeline
 
     families = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         print(f"unknown model(s) {unknown}; choose from {list(FAMILIES)}", file=sys.stderr)
         return 2
-    rows, ok = run_pipeline(families, _training_options(args))
+    rows, int8, ok = run_pipeline(families, _training_options(args))
     print()
     print(format_table(rows))
-    for row in rows:
-        if row.version is None:
-            print(f"{row.name}: {row.status}", file=sys.stderr)
+    if int8:
+        print()
+        print(format_int8_table(int8))
+    for name, version, status in [(r.name, r.version, r.status) for r in rows] + \
+            [(r.name, r.version, r.status) for r in int8]:
+        if version is None and not status.startswith("skipped"):
+            print(f"{name}: {status}", file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -77,7 +82,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.model is None:
         print("nnserve export: name a built-in family (" + ", ".join(FAMILIES) + ") or give --module", file=sys.stderr)
         return 2
-    from training.gates import GateFailed
+    from training.errors import GateFailed
     from training.pipeline import export
 
     try:
@@ -94,7 +99,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_module(args: argparse.Namespace) -> int:
     from service.importer import ImportFailed, summary
-    from training.gates import GateFailed
+    from training.errors import GateFailed
     from training.module_export import InputSpec, ModuleExportOptions, export_module
 
     if not args.name or not args.input:
@@ -128,6 +133,31 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from service.importer import ImportFailed
+    from training.calibration import CalibrationError
+    from training.errors import GateFailed
+    from training.quantize import QuantizeFailed, QuantizeOptions, quantize, summary
+
+    options = QuantizeOptions(
+        model=args.model, version=args.version, repository=args.repository, name=args.name, data_dir=args.data_dir,
+        calibration=args.calibration, evaluation=args.evaluation, count=args.count,
+        evaluation_count=args.evaluation_count, seed=args.seed,
+        method=args.method, min_agreement=args.min_agreement / 100, max_accuracy_drop=args.max_accuracy_drop / 100,
+        min_speedup=args.min_speedup, speed_batches=tuple(int(b) for b in args.speed_batches.split(",")),
+        speed_rounds=args.speed_rounds)
+    try:
+        result = quantize(options)
+    except GateFailed as error:
+        print(f"{options.target}: NOT PUBLISHED: {error}", file=sys.stderr)
+        return 1
+    except (QuantizeFailed, CalibrationError, ImportFailed, OSError) as error:
+        print(f"nnserve quantize {args.model}: {error}; nothing was written", file=sys.stderr)
+        return 1
+    print(summary(result))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.hosting.server import serve
 
@@ -146,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pipeline", help="train, export, verify and publish the built-in models")
     p.add_argument("--models", default=",".join(FAMILIES), help="comma-separated subset of " + ",".join(FAMILIES))
+    p.add_argument("--no-int8", action="store_true",
+                   help="make no INT8 variants (default: one for each family where INT8 pays: cnn, resnet)")
     _add_training_flags(p)
     p.set_defaults(func=cmd_pipeline)
 
@@ -177,6 +209,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0: never batch; default: batch when every tensor has an open first axis")
     _add_publishing_flags(p, scores_default="probabilities")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("quantize", help="make an INT8 variant of a published model, gated against it, and publish "
+                                        "it as a model of its own (NAME-int8)")
+    p.add_argument("model", help="the published FP32 model")
+    p.add_argument("--version", type=int, default=None, help="its version (default: the newest)")
+    p.add_argument("--repository", type=Path, default=Path("models"), help="model repository (default models/)")
+    p.add_argument("--name", default=None, help="the variant's model name (default: MODEL-int8)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where the data set its report names is found")
+    p.add_argument("--calibration", type=Path, default=None, metavar="FILE.npz|FOLDER",
+                   help="calibration inputs: an .npz of arrays named like the inputs (first axis: samples; an array "
+                        "'labels' of class indices is optional), or a folder of pictures for a model with an image "
+                        "processor (sub-folders named by label make it labelled); default: the training split of "
+                        "the data set its report names")
+    p.add_argument("--evaluation", type=Path, default=None, metavar="FILE.npz|FOLDER",
+                   help="inputs the gates compare on, as --calibration (default: the data set's test split, else "
+                        "the calibration inputs)")
+    p.add_argument("--count", type=int, default=1024, help="calibration inputs drawn (default 1024; all if fewer)")
+    p.add_argument("--evaluation-count", type=int, default=None, help="evaluation inputs drawn (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="of the calibration and evaluation draws")
+    p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                   help="how activation ranges are calibrated (default minmax)")
+    p.add_argument("--min-agreement", type=float, default=99.0, metavar="PERCENT",
+                   help="gate: top-1 agreement with the source, in percent (default 99.0)")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.3, metavar="POINTS",
+                   help="gate, with labelled inputs: accuracy below the source's by at most (default 0.3 points)")
+    p.add_argument("--min-speedup", type=float, default=1.2, metavar="X",
+                   help="gate: raw samples/s at least X times the source's at the largest speed batch (default 1.2; "
+                        "0: publish a variant that does not pay)")
+    p.add_argument("--speed-batches", default="1,64", help="batch sizes of the raw speed measurement (default 1,64)")
+    p.add_argument("--speed-rounds", type=int, default=5, help="rounds of the speed measurement (default 5)")
+    p.set_defaults(func=cmd_quantize)
 
     from service.hosting.server import add_serve_flags
 

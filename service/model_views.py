@@ -1,9 +1,14 @@
 """What the server shows of itself and of a served model, from its config, its optional training report and its
 backend: the OIP server and model metadata, Triton's model configuration view, and the model card of
-``GET /models``. Every protocol shows the same facts."""
+``GET /models``. Every protocol shows the same facts.
+
+A variant (an INT8 model made by ``nnserve quantize``; its report names its source) and its source show each
+other: the variant's card says what it was made from and what its gates and speed measured, the source's card
+lists its served variants, and whether each was made from the version now served (``current``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -34,8 +39,35 @@ def _oip_tensor(t: TensorConfig) -> dict[str, Any]:
     return {"name": t.name, "datatype": t.datatype, "shape": t.shape}
 
 
-def model_metadata(served: ServedModel, versions: list[int]) -> dict[str, Any]:
+def variant_of(served: ServedModel) -> dict[str, Any] | None:
+    """What a variant was made from, and what its gates and speed measurement found."""
+    q = served.report.quantization if served.report else None
+    if q is None:
+        return None
+    return {"name": q.source.name, "version": q.source.version, "sha256": q.source.sha256, "precision": "INT8",
+            "top1_agreement": q.top1_agreement,
+            "accuracy": {"source": q.source_accuracy, "variant": q.variant_accuracy},
+            "speedup": {key: speed.speedup for key, speed in q.speed.items()}}
+
+
+def variants(served: ServedModel, others: Sequence[ServedModel]) -> list[dict[str, Any]]:
+    """The served models made from this one; ``current``: from this very version and file."""
+    out = []
+    for other in others:
+        q = other.report.quantization if other.report else None
+        if q is None or q.source.name != served.name or other is served:
+            continue
+        out.append({"name": other.name, "version": other.version, "precision": "INT8",
+                    "from_version": q.source.version,
+                    "current": q.source.version == served.version and q.source.sha256 == served.config.sha256,
+                    "top1_agreement": q.top1_agreement, "accuracy": q.variant_accuracy,
+                    "speedup": {key: speed.speedup for key, speed in q.speed.items()}})
+    return out
+
+
+def model_metadata(served: ServedModel, versions: list[int], others: Sequence[ServedModel] = ()) -> dict[str, Any]:
     config, report, runtime = served.config, served.report, served.runtime()
+    source = variant_of(served)
     return {
         "name": config.name,
         "versions": [str(v) for v in versions],
@@ -50,6 +82,8 @@ def model_metadata(served: ServedModel, versions: list[int]) -> dict[str, Any]:
             "onnx_test_accuracy": report.metrics.onnx_test_accuracy if report and report.metrics else None,
             "max_batch_size": served.policy.max_batch_size, "batching": served.policy.reason,
             "processor": config.processor.kind if config.processor else None,
+            "variant_of": f"{source['name']}:{source['version']}" if source else None,
+            "variants": [v["name"] for v in variants(served, others)],
         },
     }
 
@@ -85,7 +119,7 @@ def triton_config(served: ServedModel, versions: list[int]) -> dict[str, Any]:
     return view
 
 
-def model_card(served: ServedModel, versions: list[int]) -> dict[str, Any]:
+def model_card(served: ServedModel, versions: list[int], others: Sequence[ServedModel] = ()) -> dict[str, Any]:
     """``GET /models``: one served model, what it takes and gives, how it runs, and what was measured of it."""
     config, report = served.config, served.report
     metrics = report.metrics if report else None
@@ -106,6 +140,7 @@ def model_card(served: ServedModel, versions: list[int]) -> dict[str, Any]:
         "preprocessing": config.processor.model_dump(mode="json") if config.processor else None,
         "accuracy": {"onnx_test": metrics.onnx_test_accuracy, "torch_test": metrics.torch_test_accuracy,
                      "per_class": metrics.per_class_accuracy} if metrics else None,
+        "variant_of": variant_of(served), "variants": variants(served, others),
         **served.runtime(),
         "sha256": config.sha256, "load_seconds": round(served.load_seconds, 3),
         "batching": {"max_batch_size": served.policy.max_batch_size, "reason": served.policy.reason,

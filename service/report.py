@@ -1,6 +1,8 @@
-"""The training report: what the pipeline (or ``nnserve export``) measured about a model version, kept beside it
-as ``report.json``. Optional: the server serves a model without one and shows it in ``/models`` and the model
-metadata when there is one. Nothing in it changes how a model is served (that is the config, ``service.config``).
+"""The training report: what the pipeline (or ``nnserve export``, or ``nnserve quantize``) measured about a model
+version, kept beside it as ``report.json``. Optional: the server serves a model without one and shows it in
+``/models`` and the model metadata when there is one. Nothing in it changes how a model is served (that is the
+config, ``service.config``). An INT8 variant's report names its source and what its gates measured
+(``quantization``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ class _Strict(BaseModel):
 
 
 class Metrics(_Strict):
-    torch_test_accuracy: float
+    torch_test_accuracy: float | None = Field(None, description="none for a model torch never ran (an INT8 variant)")
     onnx_test_accuracy: float
     per_class_accuracy: dict[str, float]
-    validation_accuracy: float
+    validation_accuracy: float | None = None
     test_samples: int
 
 
@@ -56,13 +58,64 @@ class TrainingConfig(_Strict):
 
 class Provenance(_Strict):
     git_commit: str
-    torch: str
+    torch: str | None = Field(None, description="the exporter's torch; none for a step without torch (quantize)")
     onnx: str
     onnxruntime: str
-    opset: int
+    opset: int | None = None
     exporter: str
     created_utc: str
     source: str | None = Field(None, description="for `nnserve export`: the module factory and the weights' sha256")
+
+
+class SourceModel(_Strict):
+    """The published model a variant was made from."""
+
+    name: str
+    version: int
+    sha256: str
+
+
+class InputSet(_Strict):
+    """Inputs fed to a model (calibration or evaluation): where they came from, how many, how they were drawn."""
+
+    source: str = Field(description="data set and split, or the user's file or folder")
+    count: int
+    seed: int | None = Field(None, description="of the random draw; none when every input was taken")
+    labelled: bool = False
+
+
+class Speed(_Strict):
+    """Raw in-process onnxruntime samples/s of the source and the variant at one batch size, measured in
+    alternating rounds; ``speedup`` is the median of the rounds' ratios (the machine drifts between rounds)."""
+
+    batch: int
+    source_samples_per_s: float
+    variant_samples_per_s: float
+    speedup: float
+    rounds: list[float]
+    threads: int
+
+
+class Quantization(_Strict):
+    """How an INT8 variant was made from its source and what its gates measured."""
+
+    source: SourceModel
+    tool: str = Field(description="e.g. onnxruntime.quantization.quantize_static 1.32.0")
+    preprocessing: str = Field(description="what was done to the graph first (onnxruntime's quant_pre_process)")
+    format: str = Field(description="QDQ: QuantizeLinear/DequantizeLinear pairs onnxruntime fuses into int8 kernels")
+    weights: str = Field(description="e.g. int8, symmetric, per channel")
+    activations: str = Field(description="e.g. uint8, asymmetric, per tensor")
+    calibration: InputSet
+    calibration_method: str
+    evaluation: InputSet
+    top1_agreement: float
+    top1_agreement_min: float
+    source_accuracy: float | None = None
+    variant_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
+    speed: dict[str, Speed] = Field(description="batch_1, batch_64: raw speed-up over the source")
+    min_speedup: float | None = Field(None, description="the speed gate at the largest batch; none: no gate")
+    quantized_operators: dict[str, int] = Field(description="operator -> count that run in int8 (QDQ-wrapped)")
 
 
 class TrainingReport(_Strict):
@@ -72,6 +125,7 @@ class TrainingReport(_Strict):
     dataset: Dataset | None = None
     training: TrainingConfig | None = None
     provenance: Provenance | None = None
+    quantization: Quantization | None = None
 
     @classmethod
     def load(cls, folder: Path) -> TrainingReport | None:

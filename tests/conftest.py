@@ -64,3 +64,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if not any(pattern.search(reason) for pattern in allowed_skip_patterns()):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, and no line of {ALLOWED_SKIPS.name} allows it: {reason}"
+
+
+@pytest.fixture(scope="session")
+def int8_repository(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, data_dir: Path) -> Path:
+    """The committed mlp and cnn, each with an INT8 variant made by ``nnserve quantize`` (256 calibration images,
+    one short speed round, no speed gate: the tests that need one force it)."""
+    import shutil
+
+    from training.quantize import QuantizeOptions, quantize
+
+    root = tmp_path_factory.mktemp("int8") / "models"
+    for name in ("mlp", "cnn"):
+        shutil.copytree(models_dir / name, root / name)
+        quantize(QuantizeOptions(name, repository=root, data_dir=data_dir, count=256, min_speedup=0.0,
+                                 speed_rounds=1, speed_seconds=0.2))
+    return root

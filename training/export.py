@@ -28,13 +28,13 @@ from service.processors.sequence import sequences_to_tensors
 from service.report import Dataset, Metrics, Parity, TrainingConfig, TrainingReport
 from service.repository import MODEL_FILE, publish, sha256_of
 from training.checkpoint import Checkpoint
+from training.errors import GateFailed
 from training.families import FAMILIES
 from training.gates import (
     OPSET,
     PARITY_BATCHES,
     PARITY_TOLERANCE,
     TOP1_AGREEMENT_MIN,
-    GateFailed,
     check_onnx,
     check_parity,
     cpu_session,

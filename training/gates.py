@@ -1,13 +1,11 @@
 """The export gates every published model passes, the built-in families' (``training.export``) and a user's own
 module's (``training.module_export``): ``onnx.checker``, then parity between PyTorch and onnxruntime at several
 batch sizes. A model that fails a gate is not published; ``GateFailed`` names the gate and by how much it missed.
-Also the provenance written into each report.
+Also the provenance written into each report (``training.provenance``, with torch's version).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -17,15 +15,13 @@ import onnxruntime as ort
 import torch
 
 from service.report import Provenance
+from training.errors import GateFailed
+from training.provenance import provenance as base_provenance
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 7, 64)
 TOP1_AGREEMENT_MIN = 0.999
-
-
-class GateFailed(RuntimeError):
-    """A model failed an export gate; it is not published."""
 
 
 def check_onnx(path: Path) -> None:
@@ -70,17 +66,6 @@ def check_parity(run_torch: Callable[[tuple[torch.Tensor, ...]], list[np.ndarray
     return gaps
 
 
-def git_commit() -> str:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        return result.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def provenance(exporter: str, source: str | None = None) -> Provenance:
-    return Provenance(
-        git_commit=git_commit(), torch=torch.__version__, onnx=onnx.__version__, onnxruntime=ort.__version__,
-        opset=OPSET, exporter=exporter, created_utc=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        source=source,
-    )
+    """An exporter's provenance: torch's version and the opset it exported with."""
+    return base_provenance(exporter, source, torch=torch.__version__, opset=OPSET)

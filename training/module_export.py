@@ -28,11 +28,11 @@ from service.importer import ImportOptions, import_model
 from service.loading import LoadedVersion
 from service.report import Parity, TrainingReport
 from service.repository import MODEL_FILE
+from training.errors import GateFailed
 from training.gates import (
     OPSET,
     PARITY_BATCHES,
     PARITY_TOLERANCE,
-    GateFailed,
     check_onnx,
     check_parity,
     cpu_session,

@@ -76,7 +76,7 @@ def compare(args: argparse.Namespace, measure_side: Callable[[Side], list[RowT]]
     current = Side(f"`{args.server_args}`" if args.versus_args and args.server_args else
                    "defaults" if args.versus_args else "this checkout", None, args.repository, args.server_args)
     with other_side(args) as other:
-        for round_ in range(args.rounds):
+        for round_ in range(args.rounds or 2):
             for side in (other, current):
                 print(f"round {round_ + 1}, {side.label}:", flush=True)
                 for row in measure_side(side):
@@ -85,12 +85,18 @@ def compare(args: argparse.Namespace, measure_side: Callable[[Side], list[RowT]]
             f"each round: {other.label} / {current.label}", "p50 ms (median of rounds)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, protocol, concurrency), sides_rows in results.items():
-        base = [r.samples_per_s for r in sides_rows[other.label]]
-        now = [r.samples_per_s for r in sides_rows[current.label]]
-        ratio = statistics.mean(now) / statistics.mean(base) if base and now else float("nan")
-        p50 = (f"{statistics.median(r.p50_ms for r in sides_rows[other.label]):.2f} / "
-               f"{statistics.median(r.p50_ms for r in sides_rows[current.label]):.2f}")
-        lines.append(f"| {model} | {protocol} | {concurrency} | {statistics.mean(base):,.0f} | "
-                     f"{statistics.mean(now):,.0f} | {ratio:.3f} | "
-                     f"{', '.join(f'{b:,.0f}' for b in base)} / {', '.join(f'{n:,.0f}' for n in now)} | {p50} |")
+        before, after = sides_rows[other.label], sides_rows[current.label]
+        cells = side_by_side([r.samples_per_s for r in before], [r.samples_per_s for r in after])
+        p50 = " / ".join(f"{statistics.median(r.p50_ms for r in rows):.2f}" if rows else "-"
+                         for rows in (before, after))
+        lines.append(f"| {model} | {protocol} | {concurrency} | " + " | ".join([*cells, p50]) + " |")
     return "\n".join(lines)
+
+
+def side_by_side(first: list[float], second: list[float]) -> list[str]:
+    """Table cells for two sides measured in alternating rounds: each side's mean, the ratio of the means
+    (second / first), and every round's figures (first / second)."""
+    ratio = statistics.mean(second) / statistics.mean(first) if first and second else float("nan")
+    mean = [f"{statistics.mean(v):,.0f}" if v else "-" for v in (first, second)]
+    return [*mean, f"{ratio:.3f}", f"{', '.join(f'{v:,.0f}' for v in first)} / "
+                                   f"{', '.join(f'{v:,.0f}' for v in second)}"]

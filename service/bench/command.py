@@ -22,6 +22,7 @@ from service.bench.baseline import Side, compare
 from service.bench.grpc_load import run_h2load
 from service.bench.inprocess import raw_throughput
 from service.bench.loadgen import LoadResult, run_load
+from service.bench.pairs import pair_table, variant_pairs
 from service.bench.payloads import build, samples
 from service.bench.reference_server import reference_server
 from service.bench.scrape import batch_histogram, cpu_seconds, grpc_failures, rss_mb, scrape, tree_pids
@@ -66,6 +67,8 @@ class Row:
     server_cpu: float
     rss_mb: float
 
+    round: int = 1
+
     @property
     def samples_per_s(self) -> float:
         return self.load.rps * self.samples_per_request
@@ -109,19 +112,23 @@ def newest(repository: Path, name: str) -> LoadedVersion:
     return load_version(repository / name / str(versions[-1]), name, versions[-1], settings)
 
 
-def run_matrix(server: Server, args: argparse.Namespace, models: list[str]) -> list[Row]:
+def run_matrix(server: Server, args: argparse.Namespace, models: list[str], round_: int = 1) -> list[Row]:
+    """Every protocol and concurrency, the models measured back to back in each cell (in reverse order on even
+    rounds, so that neither side always runs first)."""
+    loaded = {name: newest(args.repository, name) for name in models}
+    raw = {name: samples(model, args.data_dir, args.samples) for name, model in loaded.items()}
+    order = models if round_ % 2 else models[::-1]
     rows = []
-    for name in models:
-        model = newest(args.repository, name)
-        raw = samples(model, args.data_dir, args.samples)
-        for protocol in args.protocols.split(","):
-            for concurrency in (int(c) for c in args.concurrency.split(",")):
-                row = measure(server, model, protocol, concurrency, args, raw)
+    for protocol in args.protocols.split(","):
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            for name in order:
+                row = measure(server, loaded[name], protocol, concurrency, args, raw[name])
+                row.round = round_
                 print(f"  {name:7} {protocol:9} c={concurrency:<3} {row.load.rps:8.0f} req/s  p50 "
                       f"{row.load.p50_ms:7.2f} ms  p99 {row.load.p99_ms:7.2f} ms  errors {row.load.errors}  "
                       f"mean batch {row.batch_mean:5.1f}", flush=True)
                 rows.append(row)
-    return rows
+    return sorted(rows, key=lambda r: models.index(r.model))
 
 
 def table(rows: list[Row], raw_best: dict[str, tuple[float, int]], unbatched: dict[tuple[str, str, int], Row],
@@ -131,13 +138,17 @@ def table(rows: list[Row], raw_best: dict[str, tuple[float, int]], unbatched: di
             "RSS MB"]
     if unbatched:
         head += ["unbatched req/s", "speed-up", "unbatched p50 ms"]
+    rounds = max(r.round for r in rows) > 1
+    if rounds:
+        head.insert(3, "round")
     if reference:
         head += ["reference req/s", "reference p50 ms", "p50 added ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     cores = os.cpu_count() or 1
     for r in rows:
         best, batch = raw_best[r.model]
-        cells = [r.model, r.protocol, str(r.concurrency), f"{r.load.rps:,.0f}", f"{r.load.p50_ms:.2f}",
+        cells = [r.model, r.protocol, str(r.concurrency), *([str(r.round)] if rounds else []),
+                 f"{r.load.rps:,.0f}", f"{r.load.p50_ms:.2f}",
                  f"{r.load.p90_ms:.2f}", f"{r.load.p99_ms:.2f}", f"{r.load.p99_ms / max(r.load.p50_ms, 1e-9):.1f}",
                  str(r.load.errors), f"{r.batch_mean:.1f}", f"{r.batch_over_1:.0%}", f"{best:,.0f} ({batch})",
                  f"{r.samples_per_s / best:.0%}", f"{r.server_cpu:.0%}",
@@ -169,9 +180,10 @@ def bench(args: argparse.Namespace) -> int:
     models = [m for m in args.models.split(",") if m]
     print("raw in-process onnxruntime throughput (samples/s by batch size):", flush=True)
     raw_best = {}
+    loaded = {}
     for name in models:
-        model = newest(args.repository, name)
-        result = raw_throughput(model, samples(model, args.data_dir, 1)[0].tensors)
+        model = loaded[name] = newest(args.repository, name)
+        result = raw_throughput(model, samples(model, args.data_dir, 1)[0].tensors, seconds=args.raw_seconds)
         batch = max(result, key=lambda b: result[b])
         raw_best[name] = (result[batch], batch)
         print(f"  {name:7} " + "  ".join(f"b{b}: {v:,.0f}" for b, v in result.items()), flush=True)
@@ -195,7 +207,12 @@ def bench(args: argparse.Namespace) -> int:
     else:
         print(f"batched server ({args.server_args or 'defaults'}):", flush=True)
         with started_server(args.repository, args.server_args) as server:
-            rows = run_matrix(server, args, models)
+            rows = []
+            for round_ in range(1, (args.rounds or 1) + 1):
+                if (args.rounds or 1) > 1:
+                    print(f"round {round_}:", flush=True)
+                rows += run_matrix(server, args, models, round_)
+            rows.sort(key=lambda r: models.index(r.model))
             if args.soak:
                 soak = run_soak(server, args, models[0])
         if args.unbatched:
@@ -211,6 +228,10 @@ def bench(args: argparse.Namespace) -> int:
                                                                                      "protocols": protocols}),
                                              models)}
     text = table(rows, raw_best, unbatched, reference)
+    pairs = variant_pairs(loaded)
+    if pairs:
+        text += "\n\nINT8 variants beside their sources (served, same server, alternated):\n\n" + \
+            pair_table(list(rows), pairs, raw_best)
     print()
     print(text)
     if soak:

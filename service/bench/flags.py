@@ -35,6 +35,9 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--versus-args", default=None, metavar="ARGS",
                         help='compare with this checkout\'s server started with these flags instead of '
                              '--server-args, alternating rounds, e.g. --versus-args="--workers 1"')
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds of each side with --baseline or --versus-args (default 2)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of the whole matrix, alternating the models' order (default 1; with --baseline "
+                             "or --versus-args: rounds of each side, default 2)")
+    parser.add_argument("--raw-seconds", type=float, default=1.5,
+                        help="seconds per batch size of the raw in-process onnxruntime measurement")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")

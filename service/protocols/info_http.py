@@ -20,9 +20,10 @@ def build_router(plane: DataPlane) -> APIRouter:
     @router.get("/models", summary="Served models: versions, inputs, labels, batching, training report")
     async def models() -> Response:
         out = []
+        everything = registry.served()
         for name in sorted(registry.models):
             versions = registry.models[name]
-            out.append(model_card(versions[max(versions)], sorted(versions)))
+            out.append(model_card(versions[max(versions)], sorted(versions), everything))
         return json_response({"models": out})
 
     @router.get("/models/{name}", summary="One model's card (its newest served version)")

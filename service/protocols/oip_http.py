@@ -35,7 +35,7 @@ def build_router(plane: DataPlane) -> APIRouter:
     @router.get("/models/{name}/versions/{model_version}", summary="Model metadata of one version")
     async def metadata(name: str, model_version: str | None = None) -> Response:
         served = plane.model(name, parse_version(model_version))
-        return json_response(model_metadata(served, sorted(plane.registry.models[name])))
+        return json_response(model_metadata(served, sorted(plane.registry.models[name]), plane.registry.served()))
 
     @router.get("/models/{name}/config", summary="Model configuration, as Triton shows it")
     @router.get("/models/{name}/versions/{model_version}/config", summary="Model configuration of one version")

@@ -15,8 +15,9 @@ from service.config import ModelConfig, read_config_file
 from service.report import TrainingReport
 from service.repository import VersionExists, list_versions, publish, sha256_of
 from training import checkpoint as ckpt
+from training.errors import GateFailed
 from training.export import check_model_parity, export_and_publish, export_onnx
-from training.gates import GateFailed, cpu_session
+from training.gates import cpu_session
 from training.pipeline import Options, export, run_pipeline, task_for, train_config
 
 FAMILIES = ["mlp", "cnn", "resnet", "lstm"]
@@ -27,8 +28,10 @@ def quick(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Options:
     root = tmp_path_factory.mktemp("quick")
     options = Options(data_dir=data_dir, repository=root / "models", checkpoint_dir=root / "ckpt", quick=True,
                       quiet=True)
-    rows, ok = run_pipeline(FAMILIES, options)
-    assert ok, [r.status for r in rows]
+    rows, int8, ok = run_pipeline(FAMILIES, options)
+    assert ok, [r.status for r in rows] + [r.status for r in int8]
+    assert [(r.name, r.version or r.status[:8]) for r in int8] == [
+        ("mlp-int8", "skipped:"), ("cnn-int8", 1), ("resnet-int8", 1), ("lstm-int8", "skipped:")]
     return options
 
 
