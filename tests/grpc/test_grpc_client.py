@@ -17,7 +17,7 @@ import tritonclient.grpc as tg
 import tritonclient.http as th
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from tests.grpc.conftest import GrpcServer
+from tests.grpc.conftest import GrpcServer, queue_resnet_work
 from tests.imported.signatures import DATATYPES, random_values
 from tests.service.conftest import metric_value
 
@@ -187,12 +187,11 @@ def test_each_error_gets_its_grpc_status_and_the_servers_message(grpc_server: Gr
 async def test_a_client_deadline_is_the_requests_and_a_late_one_is_never_computed(grpc_server: GrpcServer) -> None:
     """Fill the ResNet's queue over HTTP, then ask over gRPC with a 100 ms deadline: DEADLINE_EXCEEDED, and the
     server never computed it (not just the client giving up). 100 ms, not less: on a busy machine a shorter deadline
-    could pass before the call even reaches the server, which then has nothing to count."""
+    could pass before the call even reaches the server, which then has nothing to count; and the call is made
+    once the queue is seen holding at least 512 rows, not after a guessed sleep."""
     before = httpx.get(f"{grpc_server.url}/metrics").text
-    heavy = {"model": "resnet", "inputs": [[[0] * 28] * 28] * 64}
     async with httpx.AsyncClient(base_url=grpc_server.url, timeout=60) as http:
-        load = [asyncio.ensure_future(http.post("/predict", json=heavy)) for _ in range(15)]  # 960 of 1024 rows
-        await asyncio.sleep(0.05)  # ~0.2 s of work still queued when the call comes
+        load = await queue_resnet_work(http, grpc_server.url, 15, 512)  # of 960 rows: ~0.1-0.2 s of work at least
         client = tg.InferenceServerClient(grpc_server.target)
         with pytest.raises(InferenceServerException) as late:
             await asyncio.to_thread(client.infer, "resnet",

@@ -19,7 +19,7 @@ from grpc import aio
 
 from service.hosting.launcher import free_port, serve_subprocess
 from service.protocols.grpc_proto import health_pb2, health_pb2_grpc, reflection_pb2, reflection_pb2_grpc
-from tests.grpc.conftest import GrpcServer
+from tests.grpc.conftest import GrpcServer, queue_resnet_work
 from tests.service.conftest import metric_value
 
 HEAVY = np.zeros((64, 1, 28, 28), np.float32)
@@ -65,11 +65,9 @@ async def test_server_reflection_lists_and_describes_the_services(grpc_server: G
 
 async def test_a_cancelled_call_leaves_its_batch(grpc_server: GrpcServer) -> None:
     before = httpx.get(f"{grpc_server.url}/metrics").text
-    heavy = {"model": "resnet", "inputs": [[[0] * 28] * 28] * 64}
     async with httpx.AsyncClient(base_url=grpc_server.url, timeout=60) as http, \
             aio.insecure_channel(grpc_server.target) as channel:
-        load = [asyncio.ensure_future(http.post("/predict", json=heavy)) for _ in range(14)]
-        await asyncio.sleep(0.15)  # a fraction of a second of work queued ahead of the call (within its 1024)
+        load = await queue_resnet_work(http, grpc_server.url, 14, 512)  # work queued ahead of the call (of 1024)
         from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
 
         stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
