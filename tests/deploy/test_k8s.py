@@ -169,3 +169,24 @@ def test_inferenceservice_predictor_is_a_valid_pod(tmp_path: Path) -> None:
     path = tmp_path / "predictor-pod.yaml"
     path.write_text(yaml.safe_dump(pod))
     assert "passed for resource pod/nnserve-predictor" in kubernetes_validate(path, None)
+
+
+def _pod_specs() -> dict[str, dict[str, Any]]:
+    deployment = _by_kind(render(K8S / "base"))["Deployment"]["spec"]["template"]["spec"]
+    predictor = _by_kind(render(K8S / "kserve"))["InferenceService"]["spec"]["predictor"]
+    return {"deployment": deployment, "kserve": predictor}
+
+
+@pytest.mark.parametrize("which", ["deployment", "kserve"])
+def test_a_read_only_root_leaves_tmp_writable_and_the_threads_to_nnserve(which: str) -> None:
+    """The default server runs a process per CPU, which share their metrics and the repository API's orders
+    through a folder under /tmp: a read-only root filesystem needs a writable /tmp. A fixed
+    NNSERVE_INTRA_OP_THREADS would give each of those processes that many threads."""
+    spec = _pod_specs()[which]
+    (container,) = spec["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    assert "/tmp" in mounts, "no writable /tmp"
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert "NNSERVE_INTRA_OP_THREADS" not in {e["name"] for e in container["env"]}
