@@ -222,7 +222,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             repository_admin.authorize(self.plane.settings, call.metadata.get("authorization"))
             if not self.plane.accepting:
                 raise NotReady("server is shutting down")
-            await repository_admin.load(self.plane.repository, request.model_name, None)
+            await repository_admin.load(self.plane.repository, request.model_name, load_versions(request.parameters))
             return oip_pb2.RepositoryModelLoadResponse()
 
         return await self._answer("RepositoryModelLoad", context, handle)
@@ -234,6 +234,25 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             return oip_pb2.RepositoryModelUnloadResponse()
 
         return await self._answer("RepositoryModelUnload", context, handle)
+
+
+def load_versions(parameters: Any) -> list[int] | None:
+    """The versions a load asks for, as HTTP's ``parameters.versions`` (nnserve's extension): the parameter
+    ``versions``, an int64 or a string of integers separated by commas ("1,3"); absent, what the policy selects."""
+    if "versions" not in parameters:
+        return None
+    value = parameters["versions"]
+    kind = value.WhichOneof("parameter_choice")
+    if kind == "int64_param":
+        return [value.int64_param]
+    if kind == "string_param":
+        try:
+            return [int(v) for v in value.string_param.split(",")]
+        except ValueError:
+            pass
+    received = repr(getattr(value, kind)) if kind else "nothing"
+    raise MalformedRequest(f"parameters.versions: expected an int64 or integers separated by commas (\"1,3\"), "
+                           f"received {received}")
 
 
 def _statistics(served: ServedModel) -> Any:

@@ -10,6 +10,7 @@ import queue
 import threading
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -229,3 +230,32 @@ def test_calls_are_counted_and_logged_with_their_request_id(grpc_server: GrpcSer
         deadline.wait(0.1)
     assert found and found[0]["protocol"] == "grpc" and found[0]["method"] == "ModelInfer"
     assert found[0]["status"] == "OK" and found[0]["model"] == "mlp" and found[0]["batch_size"] == 3
+
+
+def test_a_load_names_its_versions_as_over_http(grpc_server: GrpcServer) -> None:
+    """``parameters["versions"]`` (nnserve's extension, as HTTP's ``parameters.versions``): a version that is not
+    in the repository is refused by name (so the parameter is read, not ignored), one that is loads, a malformed one is
+    INVALID_ARGUMENT saying what was expected and what came."""
+    from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
+
+    metadata = (("authorization", "Bearer secret"),)
+    with grpc.insecure_channel(grpc_server.target) as channel:
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        def load(versions: Any) -> None:
+            stub.RepositoryModelLoad(oip_pb2.RepositoryModelLoadRequest(
+                model_name="fp16", parameters={"versions": versions}), metadata=metadata)
+
+        with pytest.raises(grpc.RpcError) as missing:
+            load(oip_pb2.ModelRepositoryParameter(string_param="7"))
+        assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "version(s) [7] not in" in str(missing.value.details())
+        with pytest.raises(grpc.RpcError) as malformed:
+            load(oip_pb2.ModelRepositoryParameter(string_param="one"))
+        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "expected an int64 or integers separated by commas" in str(malformed.value.details())
+        assert "received 'one'" in str(malformed.value.details())
+        load(oip_pb2.ModelRepositoryParameter(int64_param=1))
+        load(oip_pb2.ModelRepositoryParameter(string_param="1"))
+        ready = stub.ModelReady(oip_pb2.ModelReadyRequest(name="fp16", version="1"))
+        assert ready.ready
