@@ -17,14 +17,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
 
-from service.config import Classification, ImageProcessor, ModelConfig, RaggedAxis, SequenceProcessor, TensorConfig
-from service.processors.image import normalize_pixels
-from service.processors.sequence import sequences_to_tensors
+from service.config import Classification, ImageProcessor, ModelConfig, RaggedAxis, TensorConfig
 from service.report import Dataset, Metrics, Parity, TrainingConfig, TrainingReport
 from service.repository import MODEL_FILE, publish, sha256_of
 from training.checkpoint import Checkpoint
@@ -40,7 +37,7 @@ from training.gates import (
     cpu_session,
     provenance,
 )
-from training.samples import publish_samples
+from training.samples import onnx_predict, publish_samples
 from training.tasks import Task
 from training.train import predict_proba
 
@@ -114,20 +111,6 @@ def parity_batches(task: Task) -> dict[str, tuple[torch.Tensor, ...]]:
 def check_model_parity(model: nn.Module, session: ort.InferenceSession, task: Task) -> dict[str, float]:
     wrapped = Probabilities(model).eval()
     return check_parity(lambda inputs: [wrapped(*inputs).numpy()], session, parity_batches(task))
-
-
-def onnx_predict(session: ort.InferenceSession, spec: ImageProcessor | SequenceProcessor,
-                 raw: np.ndarray | list[np.ndarray], batch_size: int = 256) -> np.ndarray:
-    """Probabilities of raw test inputs (pixels 0-255, or raw frames) through the service's processors."""
-    out = []
-    for start in range(0, len(raw), batch_size):
-        chunk = raw[start:start + batch_size]
-        if isinstance(spec, ImageProcessor):
-            feeds = {spec.input: normalize_pixels(np.asarray(chunk), spec)}
-        else:
-            feeds = sequences_to_tensors(list(chunk), spec)
-        out.append(session.run(None, feeds)[0])
-    return np.concatenate(out)
 
 
 def export_and_publish(checkpoint: Checkpoint, task: Task, repository: Path,

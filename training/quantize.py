@@ -52,6 +52,7 @@ from training.quantize_gates import (
     compare,
     measure_speed,
 )
+from training.samples import samples_for_version
 
 CALIBRATION_COUNT = 1024
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -261,6 +262,8 @@ def quantize(options: QuantizeOptions) -> QuantizeResult:
                 raise QuantizeFailed(f"the INT8 variant does not load as its source does: {error.message}") from error
             loaded.config.dump(folder)
             loaded.backend.close()
+            if options.evaluation is None:  # evaluated on its data set's test split: try-it samples as its source's
+                samples_for_version(folder, version, options.data_dir)
             served.append(loaded)
 
         version = publish(options.repository, options.target, prepare)

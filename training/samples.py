@@ -17,8 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from service.config import ImageProcessor, ModelConfig, SequenceProcessor, read_config_file
+from service.processors.image import normalize_pixels
+from service.processors.sequence import sequences_to_tensors
 from service.report import TrainingReport
 from service.repository import MODEL_FILE, list_models, list_versions, version_dir
 from service.samples import SAMPLES_DIR, Sample, write_samples
@@ -50,32 +53,53 @@ def publish_samples(folder: Path, dataset: str, label_names: list[str], raw: np.
 
 def add_missing_samples(repository: Path, data_dir: Path | None) -> list[Path]:
     """Give every built-in version without ``samples/`` its samples; returns the folders written."""
-    from training.data import load_fashion_mnist, load_japanese_vowels
-    from training.export import onnx_predict
-    from training.gates import cpu_session
-
     written = []
     for name in list_models(repository):
         for version in list_versions(repository / name):
             folder = version_dir(repository, name, version)
-            report = TrainingReport.load(folder)
-            if (folder / SAMPLES_DIR).exists() or report is None or report.family not in FAMILIES:
-                continue
-            config = ModelConfig.model_validate({**read_config_file(folder), "version": version})
-            spec = config.processor
-            assert isinstance(spec, ImageProcessor | SequenceProcessor), f"{folder}: a built-in has a processor"
-            if FAMILIES[report.family].is_image:
-                images = load_fashion_mnist(data_dir)
-                raw: np.ndarray | list[np.ndarray] = images.test_images
-                labels, label_names, dataset = images.test_labels, images.labels, images.name
-            else:
-                sequences = load_japanese_vowels(data_dir)
-                raw = sequences.test_sequences
-                labels, label_names, dataset = sequences.test_labels, sequences.labels, sequences.name
-            predicted = onnx_predict(cpu_session(folder / MODEL_FILE), spec, raw).argmax(1)
-            publish_samples(folder, dataset, label_names, raw, labels, predicted)
-            written.append(folder)
+            if not (folder / SAMPLES_DIR).exists() and samples_for_version(folder, version, data_dir):
+                written.append(folder)
     return written
+
+
+def samples_for_version(folder: Path, version: int, data_dir: Path | None) -> bool:
+    """Write ``samples/`` into the version folder of a built-in family's model (its report names the family: a
+    model the pipeline trained, or an INT8 variant of one), chosen by this version's own predictions on the test
+    set; False, writing nothing, for any other model."""
+    from service.bench.inprocess import cpu_session
+    from training.data import load_fashion_mnist, load_japanese_vowels
+
+    report = TrainingReport.load(folder)
+    if report is None or report.family not in FAMILIES:
+        return False
+    config = ModelConfig.model_validate({**read_config_file(folder), "version": version})
+    spec = config.processor
+    assert isinstance(spec, ImageProcessor | SequenceProcessor), f"{folder}: a built-in has a processor"
+    if FAMILIES[report.family].is_image:
+        images = load_fashion_mnist(data_dir)
+        raw: np.ndarray | list[np.ndarray] = images.test_images
+        labels, label_names, dataset = images.test_labels, images.labels, images.name
+    else:
+        sequences = load_japanese_vowels(data_dir)
+        raw = sequences.test_sequences
+        labels, label_names, dataset = sequences.test_labels, sequences.labels, sequences.name
+    predicted = onnx_predict(cpu_session(folder / MODEL_FILE), spec, raw).argmax(1)
+    publish_samples(folder, dataset, label_names, raw, labels, predicted)
+    return True
+
+
+def onnx_predict(session: ort.InferenceSession, spec: ImageProcessor | SequenceProcessor,
+                 raw: np.ndarray | list[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """Probabilities of raw test inputs (pixels 0-255, or raw frames) through the service's processors."""
+    out = []
+    for start in range(0, len(raw), batch_size):
+        chunk = raw[start:start + batch_size]
+        if isinstance(spec, ImageProcessor):
+            feeds = {spec.input: normalize_pixels(np.asarray(chunk), spec)}
+        else:
+            feeds = sequences_to_tensors(list(chunk), spec)
+        out.append(session.run(None, feeds)[0])
+    return np.concatenate(out)
 
 
 def main(argv: list[str] | None = None) -> int:

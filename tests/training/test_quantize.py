@@ -21,6 +21,7 @@ from service.config import ModelConfig, read_config_file
 from service.processors.image import normalize_pixels
 from service.report import TrainingReport
 from service.repository import list_versions, sha256_of
+from service.samples import SampleIndex
 from training.calibration import CalibrationError
 from training.errors import GateFailed
 from training.quantize import QuantizeFailed, QuantizeOptions, quantize
@@ -45,7 +46,9 @@ def test_the_cnn_variant_passes_the_gates_and_reports_what_it_was_made_from(int8
     assert (q.calibration.count, q.calibration.seed, q.calibration.labelled) == (256, 0, False)
     assert (q.evaluation.count, q.evaluation.labelled) == (10_000, True) and "test split" in q.evaluation.source
     assert q.top1_agreement >= 0.99 and q.top1_agreement_min == 0.99 and q.max_accuracy_drop == 0.003
-    assert q.source_accuracy == pytest.approx(0.934)  # the committed cnn's own report: 93.40%
+    source_report = TrainingReport.load(models_dir / "cnn" / "1")
+    assert source_report is not None and source_report.metrics is not None
+    assert q.source_accuracy == pytest.approx(source_report.metrics.onnx_test_accuracy)  # the committed cnn's own
     assert q.variant_accuracy is not None and q.source_accuracy - q.variant_accuracy <= 0.003
     assert report.metrics.onnx_test_accuracy == q.variant_accuracy and report.metrics.torch_test_accuracy is None
     assert set(report.metrics.per_class_accuracy) == set(source.classification.labels if source.classification
@@ -63,6 +66,12 @@ def test_the_cnn_variant_passes_the_gates_and_reports_what_it_was_made_from(int8
             "task", "platform"}
     assert config.model_dump(include=same) == source.model_dump(include=same)
     assert config.description.startswith("INT8 (static QDQ) variant of cnn version 1")
+    # try-it samples, chosen by the variant's own answers on the test set: one per class, then two it gets wrong
+    samples = SampleIndex.load(folder)
+    assert samples is not None and samples.dataset == "fashion-mnist"
+    assert {i.label for i in samples.items} == set(source.classification.labels if source.classification else [])
+    assert len([i for i in samples.items if i.note]) >= 2 and all((folder / "samples" / i.file).exists()
+                                                                   for i in samples.items)
 
 
 def test_the_variant_is_int8_where_it_computes_and_float_where_it_answers(int8_repository: Path) -> None:
