@@ -30,7 +30,7 @@ def build_router(plane: DataPlane) -> APIRouter:
     @router.get("/models/{name}/versions/{model_version}", summary="The card of one served version")
     async def card(name: str, model_version: str | None = None) -> Response:
         served = plane.model(name, parse_version(model_version))
-        return json_response(model_card(served, sorted(registry.models[name])))
+        return json_response(model_card(served, sorted(registry.models[name]), registry.served()))
 
     @router.get("/models/{name}/samples", summary="Inputs to try the model on: published test-set samples with "
                 "their true labels, or an example of every input built from the signature")
