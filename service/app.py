@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
     plane = DataPlane(settings, metrics, ModelRegistry(settings, metrics))
     access_log = AccessLogWriter() if settings.access_log else None
     trimmer = MemoryTrimmer(settings.memory_trim_interval_s)
+    budget = BodyBudget(settings.max_body_bytes_in_flight)  # HTTP bodies and gRPC requests alike
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
         trimmer.start()
         gc.freeze()  # what start-up built lives on: keep it out of the collector's way (shorter pauses, tails)
         plane.started = plane.accepting = True
-        grpc_server = await start_grpc(plane, settings, access_log)
+        grpc_server = await start_grpc(plane, settings, access_log, budget)
         try:
             yield
         finally:
@@ -81,7 +82,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
     for router in routers:
         app.include_router(router)
     app.include_router(page.build_router())
-    budget = app.state.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
+    app.state.body_budget = budget
 
     def refused(scope: Scope) -> None:
         path = scope["path"]

@@ -10,12 +10,14 @@ from typing import Any
 
 from service.dataplane import DataPlane
 from service.hosting.access_log import AccessLogWriter
+from service.hosting.body_budget import BodyBudget
 from service.settings import Settings
 
 log = logging.getLogger("nnserve")
 
 
-async def start_grpc(plane: DataPlane, settings: Settings, access_log: AccessLogWriter | None) -> Any | None:
+async def start_grpc(plane: DataPlane, settings: Settings, access_log: AccessLogWriter | None,
+                     budget: BodyBudget | None = None) -> Any | None:
     if not settings.grpc_port:
         return None
     from grpc import aio
@@ -32,7 +34,7 @@ async def start_grpc(plane: DataPlane, settings: Settings, access_log: AccessLog
         ("grpc.so_reuseport", 1 if (settings.workers or 1) > 1 else 0),
     ])
     server.add_generic_rpc_handlers((checked_handlers(oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
-                                                      OipServicer(plane, access_log)),))
+                                                      OipServicer(plane, access_log, budget)),))
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(plane), server)  # type: ignore[no-untyped-call]
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(ReflectionServicer(), server)  # type: ignore[no-untyped-call]
     address = f"{settings.host}:{settings.grpc_port}"

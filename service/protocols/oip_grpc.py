@@ -25,6 +25,7 @@ from service import repository_admin
 from service.dataplane import DataPlane, parse_version
 from service.errors import MalformedRequest, NNServeError, NotReady
 from service.hosting.access_log import AccessLogWriter, RequestIds
+from service.hosting.body_budget import BodyBudget
 from service.model_views import model_metadata, server_metadata, triton_config
 from service.protocols.grpc_handlers import Malformed
 from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
@@ -78,8 +79,9 @@ class GrpcCall:
 
 
 class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, plane: DataPlane, log: AccessLogWriter | None) -> None:
+    def __init__(self, plane: DataPlane, log: AccessLogWriter | None, budget: BodyBudget | None = None) -> None:
         self.plane = plane
+        self.budget = budget  # --max-body-bytes-in-flight, shared with HTTP bodies
         self.log = log
         self.ids = RequestIds()
 
@@ -153,11 +155,20 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, call: GrpcCall, request: Any, context: Any) -> Any:
         with self.plane.call("grpc", call.record) as accounting:
             self.plane.require_accepting()
-            accounting.decode_started()
-            remaining = context.time_remaining() if context is not None else None
-            decoded = decode_infer(request, remaining)
-            response = await self.plane.infer(accounting, decoded.request)
-            return encode_infer(response, decoded.typed)
+            # The request as it arrived, held until it is answered: counted with the HTTP bodies in flight (gRPC
+            # has read it whole already; refusing it now frees it instead of queueing it).
+            size = request.ByteSize() if self.budget is not None else 0
+            if self.budget is not None and not self.budget.take(size):
+                raise self.budget.refusal(size)
+            try:
+                accounting.decode_started()
+                remaining = context.time_remaining() if context is not None else None
+                decoded = decode_infer(request, remaining)
+                response = await self.plane.infer(accounting, decoded.request)
+                return encode_infer(response, decoded.typed)
+            finally:
+                if self.budget is not None:
+                    self.budget.give(size)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         return await self._answer("ModelInfer", context, lambda call: self._infer(call, request, context))

@@ -137,3 +137,38 @@ def test_sigterm_lets_a_call_in_flight_finish(grpc_repository: Path) -> None:
         process.wait(30)
         assert "drained and stopped" in log.read_text()
         client.close()
+
+
+async def _infer_all(target: str, calls: int) -> list[grpc.StatusCode | str]:
+    from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
+
+    request = oip_pb2.ModelInferRequest(model_name="resnet", inputs=[oip_pb2.ModelInferRequest.InferInputTensor(
+        name="image", datatype="FP32", shape=[64, 1, 28, 28])], raw_input_contents=[HEAVY.tobytes()])
+    async with aio.insecure_channel(target) as channel:
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        async def one() -> grpc.StatusCode | str:
+            try:
+                await stub.ModelInfer(request)
+                return grpc.StatusCode.OK
+            except aio.AioRpcError as error:
+                return error.code() if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED else str(error.details())
+
+        return list(await asyncio.gather(*[one() for _ in range(calls)]))
+
+
+def test_grpc_requests_count_against_the_bytes_in_flight(grpc_repository: Path) -> None:
+    """--max-body-bytes-in-flight holds gRPC requests as it holds HTTP bodies: 24 concurrent 200 KB calls against
+    a 1 MB budget: some answered, the rest RESOURCE_EXHAUSTED saying why; the budget is whole again after."""
+    port = free_port()
+    args = ["--model", "resnet", "--grpc-port", str(port), "--workers", "1", "--no-access-log",
+            "--max-body-bytes", "1000000", "--max-body-bytes-in-flight", "1000000"]
+    with serve_subprocess(grpc_repository, args, env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}) as (url, _, _):
+        outcomes = asyncio.run(_infer_all(f"127.0.0.1:{port}", 24))
+        refused = [o for o in outcomes if isinstance(o, str)]
+        assert outcomes.count(grpc.StatusCode.OK) + len(refused) == 24, outcomes
+        assert outcomes.count(grpc.StatusCode.OK) > 0 and refused, outcomes
+        assert "would pass the limit of 1,000,000 per process (--max-body-bytes-in-flight)" in refused[0]
+        assert asyncio.run(_infer_all(f"127.0.0.1:{port}", 4)) == [grpc.StatusCode.OK] * 4  # all given back
+        assert metric_value(httpx.get(f"{url}/metrics").text, "nnserve_requests_total", protocol="grpc",
+                            outcome="overload") == len(refused)
