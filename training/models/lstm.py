@@ -22,11 +22,11 @@ class LSTMConfig:
     features: int = 12
     hidden: int = 64
     layers: int = 1
-    dropout: float = 0.2
+    dropout: float = 0.4
     num_classes: int = 9
-    bidirectional: bool = False
+    bidirectional: bool = True
     pooling: str = "last"  # "last": the output at lengths - 1; "mean": the mean over the valid frames
-    members: int = 1  # an ensemble of this many independently initialised nets
+    members: int = 5  # an ensemble of this many independently initialised nets
 
 
 def reverse_within_lengths(sequence: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
