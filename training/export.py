@@ -40,6 +40,7 @@ from training.gates import (
 from training.samples import onnx_predict, publish_samples
 from training.tasks import Task
 from training.train import predict_proba
+from training.train_config import TrainConfig
 
 OUTPUT = "probabilities"
 
@@ -180,7 +181,8 @@ def build_report(checkpoint: Checkpoint, task: Task, metrics: Metrics, parity: P
                         validation_samples=len(task.val), test_samples=len(task.test_labels)),
         training=TrainingConfig.model_validate({
             "epochs": train["epochs"], "batch_size": train["batch_size"], "optimizer": train["optimizer"],
-            "lr": train["lr"], "weight_decay": train["weight_decay"], "schedule": train["schedule"],
+            "lr": train["lr"], "weight_decay": train["weight_decay"],
+            "schedule": TrainConfig(**train).describe_schedule(),
             "seed": train["seed"], "wall_time_s": round(fit["wall_time_s"], 1),
             "samples_per_s": round(fit["samples_per_s"], 1), "parameters": checkpoint.parameters,
             "model_config": checkpoint.model_config,

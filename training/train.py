@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from training.ema import WeightEMA
 from training.tasks import Split, Task
 from training.train_config import TrainConfig
 
@@ -50,6 +51,24 @@ def augment(images: torch.Tensor, shift: int, hflip: bool, generator: torch.Gene
         flip = torch.rand(n, generator=generator) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(3), images)
     return images
+
+
+def random_erase(images: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Random erasing: with ``probability``, one rectangle of 2-25% of the image (aspect ratio 1/3..3) is set to 0,
+    the mean of the normalised pixels."""
+    n, _, h, w = images.shape
+    area = torch.empty(n).uniform_(0.02, 0.25, generator=generator) * h * w
+    aspect = torch.exp(torch.empty(n).uniform_(-1.1, 1.1, generator=generator))
+    eh = (area * aspect).sqrt().round().clamp(1, h).long()
+    ew = (area / aspect).sqrt().round().clamp(1, w).long()
+    top = (torch.rand(n, generator=generator) * (h - eh + 1)).long()
+    left = (torch.rand(n, generator=generator) * (w - ew + 1)).long()
+    rows, cols = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    inside_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])
+    inside_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])
+    erase = inside_rows[:, :, None] & inside_cols[:, None, :]
+    erase &= (torch.rand(n, generator=generator) < probability)[:, None, None]
+    return images.masked_fill(erase[:, None], 0.0)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -90,6 +109,8 @@ def fit(model: nn.Module, task: Task, config: TrainConfig, name: str, quiet: boo
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(model, config)
+    ema = WeightEMA(model, config.ema_decay) if config.ema_decay else None
+    kept = ema.model if ema else model  # the weights validated, and kept when best
     steps_per_epoch = max(1, len(task.train) // config.batch_size)
     scheduler: torch.optim.lr_scheduler.LRScheduler
     if config.epochs * steps_per_epoch >= 20:
@@ -111,9 +132,12 @@ def fit(model: nn.Module, task: Task, config: TrainConfig, name: str, quiet: boo
             inputs, labels = task.train.take(order[step * config.batch_size:(step + 1) * config.batch_size])
             if task.is_image and (config.shift or config.hflip):
                 inputs = (augment(inputs[0], config.shift, config.hflip, generator),)
+            if task.is_image and config.random_erasing:
+                inputs = (random_erase(inputs[0], config.random_erasing, generator),)
             if config.channels_last:
                 inputs = (inputs[0].contiguous(memory_format=torch.channels_last),)
-            logits = model(*inputs)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.autocast_bf16):
+                logits = model(*inputs).float()
             loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -121,18 +145,21 @@ def fit(model: nn.Module, task: Task, config: TrainConfig, name: str, quiet: boo
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
+            if ema:
+                ema.update(model)
             loss_sum += loss.item() * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             count += len(labels)
             bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.4f}",
                             samples_s=f"{count / (time.perf_counter() - epoch_start):.0f}", refresh=False)
         seen += count
-        val_acc, val_loss = evaluate(model, task.val)
+        val_acc, val_loss = evaluate(kept, task.val)
         history.append({"epoch": epoch, "loss": loss_sum / count, "train_accuracy": correct / count,
                         "val_accuracy": val_acc, "val_loss": val_loss, "lr": float(scheduler.get_last_lr()[0])})
         # Best on validation accuracy; ties (common on a small validation set) go to the lower loss.
-        if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
-            best = {"acc": val_acc, "loss": val_loss, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        improved = val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"])
+        if improved or (config.keep == "last" and epoch == config.epochs):
+            best = {"acc": val_acc, "loss": val_loss, "epoch": epoch, "state": copy.deepcopy(kept.state_dict())}
         if not quiet:
             print(f"{name} epoch {epoch}/{config.epochs}: loss {loss_sum / count:.4f} "
                   f"train acc {correct / count:.4f} val acc {val_acc:.4f} "
