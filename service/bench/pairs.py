@@ -8,22 +8,9 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from typing import Protocol
 
-from service.bench.baseline import side_by_side
+from service.bench.baseline import Measured, side_by_side
 from service.loading import LoadedVersion
-
-
-class Timed(Protocol):
-    model: str
-    protocol: str
-    concurrency: int
-
-    @property
-    def samples_per_s(self) -> float: ...
-
-    @property
-    def p50_ms(self) -> float: ...
 
 
 def variant_pairs(models: dict[str, LoadedVersion]) -> list[tuple[str, str]]:
@@ -36,8 +23,8 @@ def variant_pairs(models: dict[str, LoadedVersion]) -> list[tuple[str, str]]:
     return found
 
 
-def pair_table(rows: list[Timed], pairs: list[tuple[str, str]], raw_best: dict[str, tuple[float, int]]) -> str:
-    by_cell: dict[tuple[str, str, int], list[Timed]] = defaultdict(list)
+def pair_table(rows: list[Measured], pairs: list[tuple[str, str]], raw_best: dict[str, tuple[float, int]]) -> str:
+    by_cell: dict[tuple[str, str, int], list[Measured]] = defaultdict(list)
     for row in rows:
         by_cell[(row.model, row.protocol, row.concurrency)].append(row)
     head = ["source", "variant", "protocol", "conc.", "source samples/s", "variant samples/s", "ratio",
