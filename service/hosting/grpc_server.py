@@ -17,7 +17,7 @@ log = logging.getLogger("nnserve")
 
 
 async def start_grpc(plane: DataPlane, settings: Settings, access_log: AccessLogWriter | None,
-                     budget: BodyBudget | None = None) -> Any | None:
+                     budget: BodyBudget) -> Any | None:
     if not settings.grpc_port:
         return None
     from grpc import aio

@@ -79,7 +79,7 @@ class GrpcCall:
 
 
 class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, plane: DataPlane, log: AccessLogWriter | None, budget: BodyBudget | None = None) -> None:
+    def __init__(self, plane: DataPlane, log: AccessLogWriter | None, budget: BodyBudget) -> None:
         self.plane = plane
         self.budget = budget  # --max-body-bytes-in-flight, shared with HTTP bodies
         self.log = log
@@ -157,8 +157,8 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             self.plane.require_accepting()
             # The request as it arrived, held until it is answered: counted with the HTTP bodies in flight (gRPC
             # has read it whole already; refusing it now frees it instead of queueing it).
-            size = request.ByteSize() if self.budget is not None else 0
-            if self.budget is not None and not self.budget.take(size):
+            size = request.ByteSize()
+            if not self.budget.take(size):
                 raise self.budget.refusal(size)
             try:
                 accounting.decode_started()
@@ -167,8 +167,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
                 response = await self.plane.infer(accounting, decoded.request)
                 return encode_infer(response, decoded.typed)
             finally:
-                if self.budget is not None:
-                    self.budget.give(size)
+                self.budget.give(size)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         return await self._answer("ModelInfer", context, lambda call: self._infer(call, request, context))
