@@ -14,6 +14,7 @@ import torch
 from service.config import ModelConfig, read_config_file
 from service.report import TrainingReport
 from service.repository import VersionExists, list_versions, publish, sha256_of
+from tests.training.padding import alone_and_padded
 from training import checkpoint as ckpt
 from training.errors import GateFailed
 from training.export import check_model_parity, export_and_publish, export_onnx
@@ -71,12 +72,7 @@ def test_parity_of_the_published_cnn(quick: Options, batch: int) -> None:
 
 def test_lstm_export_is_padding_invariant(quick: Options) -> None:
     session = ort.InferenceSession(str(quick.repository / "lstm" / "1" / "model.onnx"))
-    rng = np.random.default_rng(0)
-    short, long = rng.normal(size=(7, 12)).astype(np.float32), rng.normal(size=(29, 12)).astype(np.float32)
-    alone = session.run(None, {"sequence": short[None], "lengths": np.array([7])})[0]
-    batch = np.zeros((2, 29, 12), np.float32)
-    batch[0, :7], batch[0, 7:], batch[1] = short, 9.0, long
-    together = session.run(None, {"sequence": batch, "lengths": np.array([7, 29])})[0]
+    alone, together = alone_and_padded(session)
     assert np.abs(together[0] - alone[0]).max() < 1e-5
 
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from tests.training.padding import alone_and_padded
 from training.ema import WeightEMA
 from training.export import check_model_parity, export_onnx
 from training.models import build_model
@@ -88,11 +89,6 @@ def test_the_lstm_ensemble_exports_with_the_serving_contract(sequences: Task, tm
     assert [o.name for o in session.get_outputs()] == ["probabilities"]
     gaps = check_model_parity(model, session, sequences)  # batches 1, 7, 64 and mixed lengths, <= 1e-4
     assert max(gaps.values()) <= 1e-4
-    rng = np.random.default_rng(0)
-    short, long = rng.normal(size=(7, 12)).astype(np.float32), rng.normal(size=(29, 12)).astype(np.float32)
-    alone = session.run(None, {"sequence": short[None], "lengths": np.array([7])})[0]
-    batch = np.zeros((2, 29, 12), np.float32)
-    batch[0, :7], batch[0, 7:], batch[1] = short, 9.0, long
-    together = session.run(None, {"sequence": batch, "lengths": np.array([7, 29])})[0]
+    alone, together = alone_and_padded(session)
     assert together.shape == (2, 9) and np.abs(together[0] - alone[0]).max() < 1e-5
     assert np.allclose(together.sum(1), 1.0, atol=1e-5)
