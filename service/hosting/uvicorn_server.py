@@ -67,10 +67,8 @@ def accept_waiting(listeners: tuple[socket.socket, ...]) -> list[socket.socket]:
         while True:
             try:
                 connection, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                break
             except OSError:
-                break  # closed, or not listening
+                break  # nothing more queued (BlockingIOError), or closed
             connection.setblocking(False)
             accepted.append(connection)
     return accepted
