@@ -14,7 +14,11 @@ practice): it runs in the event loop, as the simplest server would, and skips th
 order of 0.1–0.2 ms, more than the MLP's own compute; docs/benchmarks.md). Company that arrived before the batch
 was taken still joins it, and under load the queue is not empty, so batches keep computing off the loop. An item
 still queued at its deadline gets ``DeadlineExceeded`` and is never computed; once its batch is taken, the
-deadline no longer applies (a computed result is never thrown away). A full queue answers ``Overloaded``;
+deadline no longer applies (a computed result is never thrown away).
+
+A batch of one request taken while nothing else computes, here or in the server's other processes, runs on the
+model's lone session where it has one (``run_alone``: every core, threads spinning), everything else on the batch
+session; the board (``service.activity``) says who computes, and each run tells it. A full queue answers ``Overloaded``;
 ``stop()`` refuses new items, drains what is queued, then ends the loop.
 """
 
@@ -31,6 +35,7 @@ from typing import Protocol
 
 import numpy as np
 
+from service.activity import ActivityBoard
 from service.backends import Tensors
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 
@@ -41,7 +46,7 @@ INLINE_MAX_ROWS = 4  # ... and only if it is small itself
 class BatchObserver(Protocol):
     def queued(self, depth: int) -> None: ...
     def waited(self, seconds: float) -> None: ...
-    def computed(self, batch_size: int, seconds: float) -> None: ...
+    def computed(self, batch_size: int, seconds: float, alone: bool) -> None: ...
 
 
 @dataclass(eq=False)
@@ -90,8 +95,12 @@ class Batcher:
         concurrency: int,
         pad_values: dict[str, float] | None = None,
         name: str = "model",
+        run_alone: Callable[[Tensors], Tensors] | None = None,
+        board: ActivityBoard | None = None,
     ) -> None:
         self._run = run
+        self._run_alone = run_alone if board is not None else None
+        self._board = board
         self._executor = executor
         self._observer = observer
         self.max_batch_size = max_batch_size  # 0: unbatched, each item alone
@@ -155,17 +164,32 @@ class Batcher:
         return error if isinstance(error, InferenceFailed) else InferenceFailed(
             f"model {self.name}: the backend failed on a batch of {total}: {error}")
 
-    def _computed(self, total: int, seconds: float, compute_s: float) -> None:
-        self._observer.computed(total, seconds)
+    def _computed(self, total: int, seconds: float, compute_s: float, alone: bool) -> None:
+        self._observer.computed(total, seconds, alone)
         if total <= INLINE_MAX_ROWS:  # what a lone request costs: whether the next one runs inline
             # the model's own time, not the thread hand-off's (which a busy machine makes long: it would then
             # keep every request off the loop for good)
             known = self._small_batch_s if self._small_batch_s != float("inf") else compute_s
             self._small_batch_s = 0.8 * known + 0.2 * compute_s
 
-    def _timed_run(self, merged: Tensors) -> tuple[Tensors, float]:
+    def _timed_run(self, merged: Tensors, alone: bool = False) -> tuple[Tensors, float]:
+        """Run on the batch session, or on the lone one (``alone``); tell the other processes (module doc)."""
+        board = self._board
         start = time.perf_counter()
-        outputs = self._run(merged)
+        if board is None:
+            outputs = self._run(merged)
+        elif alone:
+            board.spinning(id(self), running=True)
+            try:
+                outputs = self._run_alone(merged)  # type: ignore[misc]
+            finally:
+                board.spinning(id(self), running=False)
+        else:
+            board.crowded(running=True)
+            try:
+                outputs = self._run(merged)
+            finally:
+                board.crowded(running=False)
         return outputs, time.perf_counter() - start
 
     def _forget(self, item: Item) -> None:
@@ -270,12 +294,14 @@ class Batcher:
         total = sum(item.size for item in live)
         start = time.perf_counter()
         merged = merge(live, self._pad_values)
+        idle = self._computing == 1 and not self._queue
+        alone = idle and len(live) == 1 and self._run_alone is not None and \
+            self._board.calm(id(self))  # type: ignore[union-attr]
         try:
-            if total <= INLINE_MAX_ROWS and self._computing == 1 and not self._queue and \
-                    self._small_batch_s < INLINE_MAX_S:
-                outputs, compute_s = self._timed_run(merged)  # alone and quick: no thread hand-off (module doc)
+            if idle and total <= INLINE_MAX_ROWS and self._small_batch_s < INLINE_MAX_S:
+                outputs, compute_s = self._timed_run(merged, alone)  # quick: no thread hand-off (module doc)
             else:
-                outputs, compute_s = await loop.run_in_executor(self._executor, self._timed_run, merged)
+                outputs, compute_s = await loop.run_in_executor(self._executor, self._timed_run, merged, alone)
             release()
             self._checked(outputs, total)
         except Exception as error:  # one failed batch fails each of its futures, never the loop
@@ -284,7 +310,7 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_exception(failure)
             return
-        self._computed(total, time.perf_counter() - start, compute_s)
+        self._computed(total, time.perf_counter() - start, compute_s, alone)
         if not self.max_batch_size:
             if not live[0].future.done():
                 live[0].future.set_result(outputs)

@@ -124,6 +124,7 @@ class RuntimeConfig(_Strict):
     """Per-model overrides of the server's onnxruntime settings."""
 
     intra_op_threads: int | None = Field(None, ge=0)
+    lone_request_threads: int | None = Field(None, ge=0)
     graph_optimization: Literal["auto", "all", "extended", "basic", "disable"] | None = None
 
 

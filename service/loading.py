@@ -58,8 +58,10 @@ class LoadedVersion:
 
 def runtime_options(settings: Settings, overrides: RuntimeConfig) -> RuntimeOptions:
     threads = overrides.intra_op_threads if overrides.intra_op_threads is not None else settings.onnxruntime_threads()
+    lone = overrides.lone_request_threads if overrides.lone_request_threads is not None else \
+        settings.lone_threads()
     return RuntimeOptions(settings.providers, threads, overrides.graph_optimization or settings.graph_optimization,
-                          settings.spin_wait, settings.memory_arena)
+                          settings.spin_wait, settings.memory_arena, lone)
 
 
 def load_version(folder: Path, name: str, version: int, settings: Settings) -> LoadedVersion:
@@ -99,6 +101,11 @@ def load_version(folder: Path, name: str, version: int, settings: Settings) -> L
             feeds = example_feeds(config, signature, rows)
             shapes = describe_feeds(feeds)
             backend.run(feeds)
+        if backend.runs_alone:
+            feeds = example_feeds(config, signature, 1)
+            shapes = describe_feeds(feeds)
+            for _ in range(2):
+                backend.run_alone(feeds)
     except Exception as error:
         raise _warmup_failed(where, shapes, error) from error
     return LoadedVersion(config, report, backend, policy, folder, time.perf_counter() - start,

@@ -51,6 +51,10 @@ class ServiceMetrics:
             "nnserve_compute_seconds", "onnxruntime time of one batch.",
             mv, buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.lone_runs = Counter(
+            "nnserve_lone_runs_total", "Batches of one request computed while nothing else computed, on the model's "
+            "lone session (every core; service.activity).", mv, registry=r,
+        )
         self.batch_size = Histogram(
             "nnserve_batch_size", "Samples per onnxruntime call.", mv, buckets=BATCH_BUCKETS, registry=r,
         )

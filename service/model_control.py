@@ -47,7 +47,7 @@ def _write_atomically(path: Path, data: Any) -> None:
     os.replace(part, path)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -140,7 +140,7 @@ class ControlFolder:
             except (OSError, ValueError):
                 continue  # being replaced right now, or gone: read on the next look
             pid = int(data.get("pid", 0))
-            if pid and _alive(pid):
+            if pid and process_alive(pid):
                 found.append(Applied(pid, int(data.get("applied", {}).get(name, 0)),
                                      data.get("errors", {}).get(name)))
         return sorted(found, key=lambda a: a.pid)

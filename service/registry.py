@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.activity import ActivityBoard
 from service.backends import Backend
 from service.batcher import Batcher
 from service.config import ModelConfig, read_config_file
@@ -49,6 +50,7 @@ class _Observer:
         self._wait = metrics.queue_wait.labels(name, version)
         self._compute = metrics.compute.labels(name, version)
         self._size = metrics.batch_size.labels(name, version)
+        self._lone = metrics.lone_runs.labels(name, version)
         self._stats = stats
 
     def queued(self, depth: int) -> None:
@@ -58,7 +60,9 @@ class _Observer:
         self._wait.observe(seconds)
         self._stats.queue.add(seconds)
 
-    def computed(self, batch_size: int, seconds: float) -> None:
+    def computed(self, batch_size: int, seconds: float, alone: bool) -> None:
+        if alone:
+            self._lone.inc()
         self._size.observe(batch_size)
         self._compute.observe(seconds)
         self._stats.computed(batch_size, seconds)
@@ -124,6 +128,7 @@ class ModelRegistry:
         self.failed: dict[str, dict[int, VersionFailure]] = {}
         self.problems: dict[str, str] = {}  # model-level: no complete version, a pinned one missing, a bad policy
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="backend")
+        self.board = ActivityBoard(settings.control_dir)  # who computes: whether a lone request takes every core
         self._lock = asyncio.Lock()
 
     # -- lookup -------------------------------------------------------------------------------------------
@@ -181,6 +186,7 @@ class ModelRegistry:
             max_batch_size=policy.max_batch_size, max_queue_delay_s=policy.max_queue_delay_s,
             max_queue_size=policy.max_queue_size, concurrency=policy.concurrency,
             pad_values={a.input: a.pad_value for a in config.ragged}, name=f"{config.name}:{config.version}",
+            run_alone=loaded.backend.run_alone if loaded.backend.runs_alone else None, board=self.board,
         )
         return ServedModel(config, loaded.report, loaded.backend, policy, InputCheck(config, policy.batching),
                            input_processor(config, self.settings.max_image_pixels), output_processor(config),
@@ -317,3 +323,4 @@ class ModelRegistry:
         for name in list(self.models):
             await self.unload(name)
         self.executor.shutdown(wait=True)
+        self.board.close()

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         "(cores / workers); 0: onnxruntime decides")
     graph_optimization: Literal["auto", "all", "extended", "basic", "disable"] = "auto"
     spin_wait: bool = False
+    lone_request_threads: int | None = Field(
+        None, ge=0, description="onnxruntime threads of a request computed while nothing else computes (a second "
+        "session per model, threads spinning while it is used; service.activity); default: every usable core; "
+        "0 or 1: none")
     memory_arena: bool = Field(False, description="onnxruntime's CPU arena: no faster here, keeps peaks resident")
     memory_trim_interval_s: float = Field(
         1.0, ge=0, description="collect cyclic garbage and hand freed memory back this often; 0 = never (the "
@@ -88,6 +92,9 @@ class Settings(BaseSettings):
     def _policy(cls, value: str) -> str:
         VersionPolicy.parse(value)
         return value
+
+    def lone_threads(self) -> int:
+        return self.lone_request_threads if self.lone_request_threads is not None else usable_cpus()
 
     def onnxruntime_threads(self) -> int:
         """The intra-op thread count: as set, or every core this process may use shared among the workers —

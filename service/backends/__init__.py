@@ -27,12 +27,21 @@ class RuntimeOptions:
     graph_optimization: str = "auto"
     spin_wait: bool = False
     memory_arena: bool = False
+    lone_threads: int = 0  # threads of the session a lone request runs on (< 2: no such session)
 
 
 class Backend(Protocol):
     signature: GraphSignature
 
     def run(self, feeds: Tensors) -> Tensors: ...
+
+    @property
+    def runs_alone(self) -> bool:
+        """Whether ``run_alone`` differs from ``run``."""
+
+    def run_alone(self, feeds: Tensors) -> Tensors:
+        """Run ``feeds`` while nothing else computes on this machine's cores (``service.activity``): with every
+        core, threads spinning, where the backend can."""
 
     def tune(self, feeds: Tensors) -> None:
         """Choose among equivalent ways to run (e.g. graph optimisation levels) by timing ``feeds``."""

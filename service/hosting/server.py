@@ -29,6 +29,8 @@ FLAGS: list[tuple[str, type, str]] = [
      "specific:V[,V...] (default latest:1)"),
     ("providers", str, "execution providers: auto | cpu | cuda (default auto)"),
     ("intra-op-threads", int, "onnxruntime threads per call (default: CPU cores / workers)"),
+    ("lone-request-threads", int, "onnxruntime threads of a request computed while nothing else is: a second "
+     "session per model whose threads spin while used (default: every usable core; 0: none)"),
     ("graph-optimization", str, "auto | all | extended | basic | disable (default auto: measured at load)"),
     ("max-batch-size", int, "largest batch per onnxruntime call (default 64)"),
     ("max-queue-delay-ms", float, "longest wait for a batch to fill (default 0: never wait)"),

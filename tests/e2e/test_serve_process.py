@@ -314,3 +314,55 @@ def test_the_default_server_runs_one_process_per_usable_cpu(models_dir: Path, cp
     with serve_subprocess(models_dir, ["--model", "mlp", "--no-access-log", "--workers", "1"],
                           wrapper=["taskset", "-c", cpu_list]) as (url, process, _):
         assert _children(process.pid) == [] and _threads_reported(url) == cpus
+
+
+def _series_sum(metrics: str, name: str, model: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(name) and f'model="{model}"' in line)
+
+
+def test_a_lone_request_takes_every_core_and_a_crowd_runs_batched(models_dir: Path, tmp_path: Path) -> None:
+    """Two processes, one onnxruntime thread each: requests one at a time run on the lone session (every core,
+    threads spinning: service.activity), requests many at once in batches on the batch sessions, and every answer
+    is its own request's, equal to the one it got alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.settings import usable_cpus
+
+    if usable_cpus() < 2:
+        pytest.skip("needs two CPUs")
+    images = np.random.default_rng(3).random((24, 1, 1, 28, 28), np.float32)
+
+    def infer(client: httpx.Client, image: np.ndarray) -> list[float]:
+        body = {"inputs": [{"name": "image", "shape": list(image.shape), "datatype": "FP32",
+                            "data": image.ravel().tolist()}]}
+        response = client.post("/v2/models/resnet/infer", json=body)
+        assert response.status_code == 200, response.text
+        return list(response.json()["outputs"][0]["data"])
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
+    try:
+        with nnserve_process(models_dir, "--workers", "2", "--model", "resnet", "--no-access-log") as (url, _):
+            parameters = httpx.get(f"{url}/v2/models/resnet").json()["parameters"]
+            assert parameters["intra_op_threads"] == 1 and parameters["lone_request_threads"] == usable_cpus()
+            with httpx.Client(base_url=url) as client:
+                alone = [infer(client, image) for image in images]
+                metrics = client.get("/metrics").text
+            lone = _series_sum(metrics, "nnserve_lone_runs_total", "resnet")
+            batches = _series_sum(metrics, "nnserve_batch_size_count", "resnet")
+            assert lone >= len(images) - 2 and batches == len(images), (lone, batches)
+
+            def crowd(offset: int) -> list[list[float]]:
+                with httpx.Client(base_url=url) as client:
+                    return [infer(client, images[(offset + i) % len(images)]) for i in range(12)]
+
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(crowd, range(16)))
+            for offset, got in enumerate(answers):
+                assert got == [alone[(offset + i) % len(images)] for i in range(12)]
+            metrics = httpx.get(f"{url}/metrics").text
+            more_lone = _series_sum(metrics, "nnserve_lone_runs_total", "resnet") - lone
+            more_batches = _series_sum(metrics, "nnserve_batch_size_count", "resnet") - batches
+            assert more_batches > 0 and more_lone < more_batches / 2, (more_lone, more_batches)
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from service.activity import CROWDED_HOLD_S, ActivityBoard
 from service.backends import Tensors
 from service.batcher import Batcher, Item, merge
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
@@ -20,6 +23,7 @@ class Recorder:
     def __init__(self) -> None:
         self.batches: list[int] = []
         self.waits: list[float] = []
+        self.alone: list[bool] = []
 
     def queued(self, depth: int) -> None:
         pass
@@ -27,8 +31,9 @@ class Recorder:
     def waited(self, seconds: float) -> None:
         self.waits.append(seconds)
 
-    def computed(self, batch_size: int, seconds: float) -> None:
+    def computed(self, batch_size: int, seconds: float, alone: bool = False) -> None:
         self.batches.append(batch_size)
+        self.alone.append(alone)
 
 
 def make(run_delay: float = 0.0, **kwargs: float) -> tuple[Batcher, Recorder]:
@@ -273,3 +278,48 @@ async def test_a_failure_inline_is_the_requests_alone() -> None:
         await batcher.submit(item(-1), 1, 5)
     assert (await batcher.submit(item(2), 1, 5))["y"][0, 0] == 2
     await batcher.stop()
+
+
+def lone_batcher(board: ActivityBoard) -> tuple[Batcher, Recorder, list[str]]:
+    """A batcher whose model has a lone session: each call records which session ran it."""
+    sessions: list[str] = []
+
+    def on(session: str) -> Callable[[Tensors], Tensors]:
+        def run(feeds: Tensors) -> Tensors:
+            sessions.append(session)
+            time.sleep(0.001)
+            return {"y": feeds["x"][:, :1]}
+        return run
+
+    recorder = Recorder()
+    batcher = Batcher(on("batch"), ThreadPoolExecutor(2), recorder, max_batch_size=8, max_queue_delay_s=0.0,
+                      max_queue_size=64, concurrency=1, run_alone=on("lone"), board=board)
+    return batcher, recorder, sessions
+
+
+async def test_a_lone_request_runs_on_the_lone_session_while_nothing_else_computes(tmp_path: Path) -> None:
+    board, other_process = ActivityBoard(tmp_path), ActivityBoard(tmp_path)
+    batcher, recorder, sessions = lone_batcher(board)
+    batcher.start()
+    for i in range(3):
+        assert (await batcher.submit(item(i), 1, 5))["y"][0, 0] == i
+    assert sessions == ["lone"] * 3 and recorder.alone == [True] * 3
+    results = await asyncio.gather(*[batcher.submit(item(i), 1, 5) for i in range(6)])  # company: batched
+    assert [r["y"][0, 0] for r in results] == list(range(6))
+    assert set(sessions[3:]) == {"batch"} and recorder.alone[-1] is False  # together: one batch
+    await batcher.submit(item(1), 1, 5)
+    assert sessions[-1] == "batch"  # just after a crowd: the batch session, until the crowd's hold passes
+    await asyncio.sleep(CROWDED_HOLD_S + 0.02)
+    other_process.crowded(running=True)  # another process computes batches: its cores are not free
+    await batcher.submit(item(1), 1, 5)
+    assert sessions[-1] == "batch"
+    other_process.crowded(running=False)
+    await asyncio.sleep(CROWDED_HOLD_S + 0.02)
+    await batcher.submit(item(1), 1, 5)
+    assert sessions[-1] == "lone"
+    other_batcher, _, other_sessions = lone_batcher(board)  # a second model of this process
+    other_batcher.start()
+    await other_batcher.submit(item(1), 1, 5)
+    assert other_sessions == ["batch"]  # the first one's lone threads still spin
+    await batcher.stop()
+    await other_batcher.stop()

@@ -76,3 +76,19 @@ def test_a_containers_cpu_quota_caps_the_threads(tmp_path: Path) -> None:
     assert _cgroup_quota(tmp_path) == 2.0
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert _cgroup_quota(tmp_path) is None
+
+
+def test_a_lone_session_takes_every_core_where_the_batch_session_does_not(models_dir: Path) -> None:
+    """The lone request's session (service.activity): every core asked, spinning, same answers as the batch
+    session; none where it would be the batch session again, or where there is one core to use."""
+    path = newest(models_dir, "resnet")
+    feeds = {"image": np.random.default_rng(0).random((1, 1, 28, 28), np.float32)}
+    backend = OnnxBackend(path, RuntimeOptions("cpu", intra_op_threads=1, lone_threads=2))
+    assert backend.runs_alone and backend.describe()["lone_request_threads"] == 2
+    np.testing.assert_allclose(backend.run_alone(feeds)["probabilities"], backend.run(feeds)["probabilities"],
+                               rtol=1e-5, atol=1e-6)
+    for options in (RuntimeOptions("cpu", intra_op_threads=1, lone_threads=1),
+                    RuntimeOptions("cpu", intra_op_threads=2, spin_wait=True, lone_threads=2)):
+        backend = OnnxBackend(path, options)
+        assert not backend.runs_alone and backend.describe()["lone_request_threads"] == 0
+        assert backend.run_alone(feeds)["probabilities"].shape == (1, 10)
