@@ -125,6 +125,7 @@ class RuntimeConfig(_Strict):
 
     intra_op_threads: int | None = Field(None, ge=0)
     lone_request_threads: int | None = Field(None, ge=0)
+    memory_arena: bool | None = None  # onnxruntime's CPU arena for this model (large inputs: docs/benchmarks.md)
     graph_optimization: Literal["auto", "all", "extended", "basic", "disable"] | None = None
 
 

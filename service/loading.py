@@ -61,7 +61,8 @@ def runtime_options(settings: Settings, overrides: RuntimeConfig) -> RuntimeOpti
     lone = overrides.lone_request_threads if overrides.lone_request_threads is not None else \
         settings.lone_threads()
     return RuntimeOptions(settings.providers, threads, overrides.graph_optimization or settings.graph_optimization,
-                          settings.spin_wait, settings.memory_arena, lone)
+                          settings.spin_wait,
+                          settings.memory_arena if overrides.memory_arena is None else overrides.memory_arena, lone)
 
 
 def load_version(folder: Path, name: str, version: int, settings: Settings) -> LoadedVersion:

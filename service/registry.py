@@ -286,8 +286,9 @@ class ModelRegistry:
             if old.get(version) is not model:
                 self._mark(model, ready=True)
                 runtime = model.runtime()
-                log.info("serving %s v%d on %s (%s onnxruntime threads, graph optimisation %s, %s, loaded in "
-                         "%.2f s)", name, version, runtime.get("providers"), runtime.get("intra_op_threads"),
+                log.info("serving %s v%d on %s (%s onnxruntime threads, %s for a lone request, graph optimisation "
+                         "%s, %s, loaded in %.2f s)", name, version, runtime.get("providers"),
+                         runtime.get("intra_op_threads"), runtime.get("lone_request_threads") or "the same",
                          runtime.get("graph_optimization"), f"batches up to {model.policy.max_batch_size}"
                          if model.policy.batching else f"unbatched: {model.policy.reason}", model.load_seconds)
         retiring = [model for version, model in old.items() if new.get(version) is not model]

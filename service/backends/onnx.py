@@ -175,7 +175,8 @@ class OnnxBackend:
     def describe(self) -> dict[str, Any]:
         return {"providers": self.providers, "graph_optimization": self.graph_optimization,
                 "intra_op_threads": self.options.intra_op_threads,
-                "lone_request_threads": self.options.lone_threads if self.alone is not None else 0}
+                "lone_request_threads": self.options.lone_threads if self.alone is not None else 0,
+                "memory_arena": self.options.memory_arena}
 
     def close(self) -> None:
         del self.session

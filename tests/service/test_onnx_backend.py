@@ -92,3 +92,24 @@ def test_a_lone_session_takes_every_core_where_the_batch_session_does_not(models
         backend = OnnxBackend(path, options)
         assert not backend.runs_alone and backend.describe()["lone_request_threads"] == 0
         assert backend.run_alone(feeds)["probabilities"].shape == (1, 10)
+
+
+def test_a_model_config_overrides_the_servers_runtime_settings(models_dir: Path, tmp_path: Path) -> None:
+    """``runtime`` in config.json: threads, the lone session and onnxruntime's arena, per model."""
+    import json
+    import shutil
+
+    from service.loading import load_version
+
+    folder = tmp_path / "mlp" / "1"
+    shutil.copytree(newest(models_dir, "mlp").parent, folder)
+    settings = Settings(intra_op_threads=1, lone_request_threads=2)
+    loaded = load_version(folder, "mlp", 1, settings)
+    runtime = loaded.backend.describe()
+    assert (runtime["intra_op_threads"], runtime["lone_request_threads"], runtime["memory_arena"]) == (1, 2, False)
+    config = json.loads((folder / "config.json").read_text())
+    config["runtime"] = {"intra_op_threads": 2, "lone_request_threads": 0, "memory_arena": True}
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = load_version(folder, "mlp", 1, settings)
+    runtime = loaded.backend.describe()
+    assert (runtime["intra_op_threads"], runtime["lone_request_threads"], runtime["memory_arena"]) == (2, 0, True)

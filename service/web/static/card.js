@@ -97,6 +97,7 @@ function runtimeView(card) {
     ["sha256", card.sha256 ? h("code", { class: "sha" }, card.sha256) : "none in its config"],
     ["execution providers", (card.providers || []).join(", ")],
     ["graph optimisation", card.graph_optimization], ["onnxruntime threads", card.intra_op_threads],
+    ["a lone request's threads", card.lone_request_threads ? `${card.lone_request_threads}, spinning` : "as a batch's"],
     ["loaded and warmed in", `${card.load_seconds} s`],
     ["batching", b.max_batch_size ? `dynamic, up to ${b.max_batch_size} per call` : "one request at a time"],
     ["why", b.reason], ["queue", `${b.max_queue_size} samples`], ["longest wait for company", `${b.max_queue_delay_ms} ms`],
