@@ -55,13 +55,19 @@ class ActivityBoard:
         self._mine = self._slots[self.slot]
 
     def _claim(self) -> int:
-        pids = self._slots[:, PID]
+        """The first free slot; every dead process's slot is cleared on the way (one that died mid-run would keep
+        the others crowded)."""
+        me = os.getpid()
+        free = []
         for slot in range(SLOTS):
-            pid = int(pids[slot])
+            pid = int(self._slots[slot, PID])
             if pid == 0 or not process_alive(pid):
-                self._slots[slot] = (os.getpid(), 0.0, 0.0, 0.0)
-                return slot
-        raise RuntimeError(f"more than {SLOTS} serving processes share one activity board")
+                self._slots[slot] = 0.0
+                free.append(slot)
+        if not free:
+            raise RuntimeError(f"more than {SLOTS} serving processes share one activity board")
+        self._slots[free[0]] = (me, 0.0, 0.0, 0.0)
+        return free[0]
 
     def calm(self, owner: int) -> bool:
         """Whether a run of ``owner`` (a model version's batcher) may take every core now: no process is crowded

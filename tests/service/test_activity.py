@@ -45,7 +45,8 @@ def test_a_dead_process_slot_is_taken_over_and_a_closed_one_is_free(tmp_path: Pa
     first = ActivityBoard(tmp_path)
     first._slots[first.slot, PID] = int(dead.stdout)  # as if the process that held it had died mid-run
     first.crowded(running=True)
-    assert ActivityBoard(tmp_path).slot == first.slot
+    spare = ActivityBoard(tmp_path)
+    assert spare.slot == first.slot and spare.calm(1)  # cleared: the dead one's run no longer crowds anyone
     boards = [ActivityBoard(tmp_path) for _ in range(SLOTS - 1)]  # the others, alive: never taken over
     assert len({b.slot for b in boards}) == SLOTS - 1
     boards[0].close()
