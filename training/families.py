@@ -46,7 +46,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("resnet", "training.models.resnet:ResNet", "training.models.resnet:ResNetConfig", "fashion-mnist",
            "CIFAR-style ResNet-20 with identity/projection shortcuts on Fashion-MNIST", 0.935,
            TrainConfig(epochs=27, batch_size=128, lr=0.1, weight_decay=5e-4, label_smoothing=0.05, shift=2,
-                       hflip=True, channels_last=True, autocast_bf16=True)),
+                       hflip=True, channels_last=True, autocast_bf16=True, val_fraction=1 / 60, keep="last")),
     Family("lstm", "training.models.lstm:LSTMClassifier", "training.models.lstm:LSTMConfig", "japanese-vowels",
            "Ensemble of 5 bidirectional LSTMs, speaker classifier on Japanese Vowels (12 LPC cepstra per frame, "
            "9 speakers)", 0.975,
