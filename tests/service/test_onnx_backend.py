@@ -103,7 +103,7 @@ def test_a_model_config_overrides_the_servers_runtime_settings(models_dir: Path,
 
     folder = tmp_path / "mlp" / "1"
     shutil.copytree(newest(models_dir, "mlp").parent, folder)
-    settings = Settings(intra_op_threads=1, lone_request_threads=2)
+    settings = Settings(providers="cpu", intra_op_threads=1, lone_request_threads=2)
     loaded = load_version(folder, "mlp", 1, settings)
     runtime = loaded.backend.describe()
     assert (runtime["intra_op_threads"], runtime["lone_request_threads"], runtime["memory_arena"]) == (1, 2, False)
