@@ -31,6 +31,10 @@ _LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+# cuDNN's exhaustive search for the fastest convolution runs again for every new input shape, and a dynamic batcher
+# makes a new shape of every batch size: served on an H200, the ResNet at c=64 fell to 136 req/s (p50 463 ms) while
+# batches of sizes not met before searched. Its heuristic choice costs nothing per shape (docs/benchmarks.md).
+PROVIDER_OPTIONS: dict[str, dict[str, str]] = {"CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"}}
 TUNING_BUDGET_S = 0.3  # per candidate level: enough repeats to rank them, bounded for large models
 
 
@@ -105,7 +109,7 @@ class OnnxBackend:
 
     def _create(self, level: str) -> ort.InferenceSession:
         session = ort.InferenceSession(str(self.path), session_options(self.options, level),
-                                       providers=self._providers)
+                                       providers=[(p, PROVIDER_OPTIONS.get(p, {})) for p in self._providers])
         active = session.get_providers()
         if self.options.providers == "cuda" and (not active or active[0] != CUDA):
             raise ProviderUnavailable(

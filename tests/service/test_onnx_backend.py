@@ -113,3 +113,19 @@ def test_a_model_config_overrides_the_servers_runtime_settings(models_dir: Path,
     loaded = load_version(folder, "mlp", 1, settings)
     runtime = loaded.backend.describe()
     assert (runtime["intra_op_threads"], runtime["lone_request_threads"], runtime["memory_arena"]) == (2, 0, True)
+
+
+def test_on_cuda_every_batch_size_is_warmed(models_dir: Path) -> None:
+    """cuDNN picks its algorithms on each new input shape's first run (34 ms a size for the ResNet on an H200):
+    a model on CUDA is warmed at every batch size a batcher can make, on the CPU at the configured few."""
+    from service.loading import BatchPolicy, _warmup_sizes
+
+    class OnCuda:
+        def describe(self) -> dict[str, list[str]]:
+            return {"providers": [CUDA, "CPUExecutionProvider"]}
+
+    policy = BatchPolicy(max_batch_size=8, max_queue_delay_s=0, max_queue_size=64, concurrency=1, timeout_s=1,
+                         reason="test")
+    assert _warmup_sizes(Settings(), policy, OnCuda()) == list(range(1, 9))  # type: ignore[arg-type]
+    cpu = OnnxBackend(newest(models_dir, "mlp"), RuntimeOptions("cpu"))
+    assert _warmup_sizes(Settings(warmup_batch_sizes=[1, 4, 64]), policy, cpu) == [1, 4, 8]
