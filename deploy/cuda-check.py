@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.backends import RuntimeOptions
 from service.backends.onnx import CUDA, OnnxBackend
+from service.bench.inprocess import samples_per_s
 from service.hosting.launcher import serve_subprocess
 
 
@@ -37,15 +38,6 @@ def feeds_for(backend: OnnxBackend, rows: int, rng: np.random.Generator) -> dict
         shape = [rows] + [d if d is not None and d > 0 else 20 for d in tensor.shape[1:]]
         feeds[tensor.name] = (rng.random(shape) * (255 if len(shape) == 4 else 1)).astype(np.float32)
     return feeds
-
-
-def samples_per_s(backend: OnnxBackend, feeds: dict[str, np.ndarray], seconds: float) -> float:
-    backend.run(feeds)
-    rows, count, start = len(next(iter(feeds.values()))), 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        backend.run(feeds)
-        count += rows
-    return count / (time.perf_counter() - start)
 
 
 def main() -> int:
@@ -71,7 +63,8 @@ def main() -> int:
         diff = float(np.abs(out_cuda[name] - out_cpu[name]).max())
         active = cuda.providers[0] == CUDA
         print(f"| {folder.name} | {active} | {equal:.3f} | {diff:.1e} | "
-              f"{samples_per_s(cuda, feeds, args.seconds):,.0f} | {samples_per_s(cpu, feeds, args.seconds):,.0f} |")
+              f"{samples_per_s(cuda.session, feeds, 64, args.seconds):,.0f} | "
+              f"{samples_per_s(cpu.session, feeds, 64, args.seconds):,.0f} |")
         if not active or equal < 0.98:  # onnxruntime's CUDA convolutions and products run in TF32 by default
             failures.append(folder.name)
     image = {"model": "resnet", "inputs": (rng.random((2, 28, 28)) * 255).round().tolist()}
