@@ -16,7 +16,7 @@ from service.dataplane import UNKNOWN, DataPlane
 from service.hosting.access_log import AccessLogMiddleware, AccessLogWriter
 from service.hosting.body_budget import BodyAdmission, BodyBudget
 from service.hosting.grpc_server import start_grpc, stop_grpc
-from service.hosting.memory import MemoryTrimmer, release_free_memory
+from service.hosting.memory import MemoryTrimmer, keep_freed_memory, release_free_memory
 from service.metrics import ServiceMetrics
 from service.model_views import server_version
 from service.protocols import info_http, oip_http, predict_http, repository_http
@@ -48,11 +48,13 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
     metrics = ServiceMetrics()
     plane = DataPlane(settings, metrics, ModelRegistry(settings, metrics))
     access_log = AccessLogWriter() if settings.access_log else None
-    trimmer = MemoryTrimmer(settings.memory_trim_interval_s)
+    trimmer = MemoryTrimmer(settings.memory_trim_interval_s, lambda: plane.calls)
     budget = BodyBudget(settings.max_body_bytes_in_flight)  # HTTP bodies and gRPC requests alike
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.memory_trim_interval_s > 0:
+            keep_freed_memory()  # the trimmer hands it back, when quiet
         await plane.repository.start()
         gc.collect()
         release_free_memory()

@@ -160,6 +160,7 @@ class DataPlane:
         self.repository = RepositorySync(registry, settings)  # the repository on disk and the API's orders
         self.started = False
         self.accepting = False
+        self.calls = 0  # begun, every protocol (service.hosting.memory trims when it stands still)
 
     @property
     def ready(self) -> bool:
@@ -171,6 +172,7 @@ class DataPlane:
             raise NotReady("server is starting up or shutting down; not accepting requests")
 
     def call(self, protocol: str, record: dict[str, Any]) -> Call:
+        self.calls += 1
         return Call(self.metrics, protocol, record)
 
     def model(self, name: str, version: int | None = None) -> ServedModel:

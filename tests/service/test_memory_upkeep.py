@@ -1,5 +1,7 @@
 """The memory upkeep tick: the cyclic garbage collector runs on it (its own allocation triggers are off while the
-server runs, back on after), so cyclic garbage is still freed within a tick."""
+server runs, back on after), so cyclic garbage is still freed within a tick; freed memory is handed back once
+calls stop, not while they keep coming (nor more than once per quiet spell), and under unbroken load only every
+``BUSY_TRIM_EVERY`` ticks."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import gc
 import weakref
 
+from service.hosting import memory
 from service.hosting.memory import MemoryTrimmer
 
 
@@ -16,7 +19,7 @@ class Node:
 
 
 async def test_cyclic_garbage_is_collected_on_the_tick_and_the_collector_comes_back_after() -> None:
-    trimmer = MemoryTrimmer(0.05)
+    trimmer = MemoryTrimmer(0.05, lambda: 0)
     trimmer.start()
     try:
         assert not gc.isenabled()
@@ -36,8 +39,34 @@ async def test_cyclic_garbage_is_collected_on_the_tick_and_the_collector_comes_b
 
 
 async def test_no_upkeep_leaves_the_collector_alone() -> None:
-    trimmer = MemoryTrimmer(0)
+    trimmer = MemoryTrimmer(0, lambda: 0)
     trimmer.start()
     assert gc.isenabled()
     await trimmer.stop()
     assert gc.isenabled()
+
+
+async def test_memory_is_handed_back_when_calls_stop_not_while_they_come(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(memory, "BUSY_TRIM_EVERY", 8)
+    calls = [0]
+    trimmer = MemoryTrimmer(0.02, lambda: calls[0])
+
+    async def ticks(n: int, busy: bool) -> None:
+        for _ in range(n * 4):  # busy: a call every quarter tick, so every tick sees some
+            if busy:
+                calls[0] += 1
+            await asyncio.sleep(0.005)
+
+    trimmer.start()
+    try:
+        await ticks(10, busy=False)
+        assert trimmer.trims == 0  # nothing happened since start: nothing to hand back
+        await ticks(6, busy=True)
+        busy_trims = trimmer.trims
+        assert busy_trims == 0  # under load: kept
+        await ticks(10, busy=False)
+        assert trimmer.trims == 1  # quiet: handed back once
+        await ticks(40, busy=True)
+        assert 3 <= trimmer.trims <= 7  # unbroken load: every 8 ticks
+    finally:
+        await trimmer.stop()
