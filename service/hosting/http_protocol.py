@@ -15,6 +15,9 @@ copy. Every nnserve endpoint reads its whole body (up to ``--max-body-bytes``) a
 wait costs no more memory and took the CPU a 3x224x224 FP32 request costs the server from 0.76 to 0.67 ms
 (docs/benchmarks.md). uvicorn's limit is a module constant: pinned range and canary test as for the rest.
 
+``DirectBodyHttpProtocol``, what uvicorn is given: this protocol behind ``request_bodies.DirectBodyProtocol``, which
+reads large bodies from the socket straight into one buffer each (see there).
+
 ``shutdown``, the drain of one connection when the server stops, loses no request a client has already sent.
 uvicorn's closes an idle keep-alive connection at once: a request already on the wire then meets a reset (2 lost
 of ~3,000 in five SIGTERM drills under keep-alive load). Here a connection with a request in flight answers it
@@ -35,6 +38,8 @@ from typing import Any
 
 import uvicorn.protocols.http.httptools_impl as httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.hosting.request_bodies import DirectBodyProtocol, RequestBodies
 
 
 def read_whole_bodies(limit: int) -> None:
@@ -96,7 +101,7 @@ def unread_bytes(transport: Any) -> int:
         return 0
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+class CoalescingHttpToolsProtocol(HttpToolsProtocol, RequestBodies):
     draining = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -114,9 +119,17 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # answered with Connection: close, then closed
 
     def on_headers_complete(self) -> None:
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is None or self.cycle is before:  # an upgrade: uvicorn made no cycle
+            return
         if self.draining:
             self.cycle.keep_alive = False
+        self.give_body_buffer(httptools_impl.HIGH_WATER_LIMIT)  # type: ignore[attr-defined]
+
+    def on_body(self, body: bytes) -> None:
+        if not self.body_piece(body):
+            super().on_body(body)
 
     def _close_if_still_idle(self) -> None:
         if self.transport.is_closing() or not self._idle():
@@ -125,3 +138,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.loop.call_later(0.05, self._close_if_still_idle)  # a request arrived: read and answer it first
             return
         self.transport.close()
+
+
+class DirectBodyHttpProtocol(DirectBodyProtocol):
+    """The protocol uvicorn makes for each connection (``http=``), with its arguments."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(CoalescingHttpToolsProtocol(**kwargs))

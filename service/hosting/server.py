@@ -89,14 +89,14 @@ def prepare_multiprocess_metrics() -> None:
 
 
 def http_protocol(max_body_bytes: int) -> Any:
-    """uvicorn's httptools protocol with coalesced writes and whole bodies read at once (service.http_protocol);
-    uvicorn's choice without httptools."""
+    """uvicorn's httptools protocol with coalesced writes, whole bodies read at once, large ones straight into one
+    buffer (service.hosting.http_protocol); uvicorn's choice without httptools."""
     try:
-        from service.hosting.http_protocol import CoalescingHttpToolsProtocol, read_whole_bodies
+        from service.hosting.http_protocol import DirectBodyHttpProtocol, read_whole_bodies
     except ImportError:
         return "auto"
     read_whole_bodies(max_body_bytes)
-    return CoalescingHttpToolsProtocol
+    return DirectBodyHttpProtocol
 
 
 def uvicorn_config(settings: Settings) -> Any:

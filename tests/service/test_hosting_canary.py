@@ -65,6 +65,15 @@ def test_uvicorn_internals_the_hosting_code_uses() -> None:
 
     assert isinstance(httptools_impl.HIGH_WATER_LIMIT, int)
     assert "HIGH_WATER_LIMIT" in inspect.getsource(HttpToolsProtocol.on_body)
+    # service/hosting/request_bodies.py: a large body's cycle gets its own receive, looked up when the app starts;
+    # header names come lower-cased; a message completes in on_message_complete; the parser is self.parser
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    assert "self.receive" in inspect.getsource(RequestResponseCycle.run_asgi)
+    assert "name.lower()" in inspect.getsource(HttpToolsProtocol.on_header)
+    complete = inspect.getsource(HttpToolsProtocol.on_message_complete)
+    assert "self.cycle.more_body = False" in complete and "message_event.set()" in complete
+    assert "self.parser = httptools.HttpRequestParser(self)" in inspect.getsource(HttpToolsProtocol.__init__)
 
 
 async def test_starlette_parses_a_form_from_a_body_already_read() -> None:
