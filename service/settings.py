@@ -53,8 +53,9 @@ class Settings(BaseSettings):
         "0 or 1: none")
     memory_arena: bool = Field(False, description="onnxruntime's CPU arena: no faster here, keeps peaks resident")
     memory_trim_interval_s: float = Field(
-        1.0, ge=0, description="collect cyclic garbage and hand freed memory back this often; 0 = never (the "
-        "garbage collector then runs on its own triggers)")
+        1.0, ge=0, description="collect cyclic garbage this often, and hand freed memory back when an interval "
+        "passed without calls (under unbroken load every 60 intervals); 0 = never (the garbage collector then "
+        "runs on its own triggers, and glibc hands memory back its own way)")
 
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_ms: float = Field(0.0, ge=0, description="longest wait for company; 0 = take what is queued")
