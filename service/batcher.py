@@ -5,7 +5,10 @@ waits for a free compute slot, takes the oldest item, then every other queued it
 ``max_batch_size`` rows: items may share a batch only when their tensors agree on every axis but the batch axis
 and the config's ragged axes (their ``key``), so requests of different shapes are never padded together. With
 ``max_queue_delay > 0`` it also waits for more. With the default delay of 0 a lone request never waits for
-company: batches form from what arrives while earlier batches compute. A model that cannot batch
+company: batches form from what arrives while earlier batches compute. The exception is an item whose protocol
+expects ``company`` (other clients' requests coming shortly): the batch it starts waits up to ``COMPANY_WAIT_S``
+for that many more. gRPC needs it: Python's gRPC server accepts calls one at a time, so with dozens of clients
+each call still found an empty queue, and ran alone (docs/benchmarks.md). A model that cannot batch
 (``max_batch_size 0``) runs each item alone, outputs whole.
 
 Each batch is one backend call in a worker thread, off the event loop; outputs are split back by rows. A small
@@ -41,6 +44,7 @@ from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overload
 
 INLINE_MAX_S = 0.001  # a lone request computes in the event loop only if small batches take less than this
 INLINE_MAX_ROWS = 4  # ... and only if it is small itself
+COMPANY_WAIT_S = 0.001  # the longest a batch waits for the company its first item expects
 
 
 class BatchObserver(Protocol):
@@ -60,6 +64,7 @@ class Item:
     timer: asyncio.TimerHandle | None = None
     taken: bool = False
     queued_at: float = 0.0  # perf_counter(), for the queue-wait metric (the loop's clock ticks in milliseconds)
+    company: int = 0  # other items expected shortly (module doc)
 
 
 def merge(items: list[Item], pad_values: dict[str, float]) -> Tensors:
@@ -126,8 +131,10 @@ class Batcher:
     def accepting(self) -> bool:
         return self._accepting
 
-    async def submit(self, inputs: Tensors, size: int, timeout_s: float, key: Hashable = None) -> Tensors:
-        """Queue one validated item of ``size`` rows (at most ``max_batch_size``); return its outputs."""
+    async def submit(self, inputs: Tensors, size: int, timeout_s: float, key: Hashable = None,
+                     company: int = 0) -> Tensors:
+        """Queue one validated item of ``size`` rows (at most ``max_batch_size``); return its outputs. ``company``:
+        other items its protocol expects shortly, which a batch it starts waits for (module doc)."""
         if not self._accepting:
             raise NotReady(f"model {self.name} is shutting down or unloaded; not accepting requests")
         if self._queued_samples + size > self.max_queue_size:
@@ -137,7 +144,8 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
-        item = Item(inputs, size, key, loop.create_future(), now, now + timeout_s, queued_at=time.perf_counter())
+        item = Item(inputs, size, key, loop.create_future(), now, now + timeout_s, queued_at=time.perf_counter(),
+                    company=company)
         self._queued_samples += size
         self._queue.append(item)
         self._observer.queued(self._queued_samples)
@@ -234,7 +242,10 @@ class Batcher:
             return batch
         size = self._take(batch, first.size)
         wait_until = loop.time() + self.max_queue_delay_s
-        while size < self.max_batch_size and (remaining := wait_until - loop.time()) > 0:
+        if first.company and len(batch) <= first.company:
+            wait_until = max(wait_until, loop.time() + COMPANY_WAIT_S)
+        while size < self.max_batch_size and (remaining := wait_until - loop.time()) > 0 and \
+                (self.max_queue_delay_s or len(batch) <= first.company):
             self._arrival = loop.create_future()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrival, remaining)

@@ -52,6 +52,8 @@ class InferRequest:
     outputs: list[str] | None = None  # None: every output, in the config's order
     id: str | None = None
     timeout_s: float | None = None  # the client's own deadline (gRPC), if shorter than the model's
+    company: int = 0  # requests of other clients the protocol expects shortly: a batch this one starts waits for
+    # them (service.batcher.COMPANY_WAIT_S at most); gRPC sets it (service.protocols.oip_grpc.ActivePeers)
 
 
 @dataclass
@@ -185,7 +187,7 @@ class DataPlane:
         call.bind(served)
         wanted = self._outputs(served, request.outputs)
         rows, key = self._check(served, request.inputs, call)
-        outputs = await self._run(served, request.inputs, rows, key, request.timeout_s)
+        outputs = await self._run(served, request.inputs, rows, key, request.timeout_s, request.company)
         _refuse_nan(outputs, request.inputs)
         return InferResponse(served.name, served.version, {name: outputs[name] for name in wanted}, request.id)
 
@@ -237,11 +239,11 @@ class DataPlane:
         return rows, key
 
     async def _run(self, served: ServedModel, inputs: Tensors, rows: int, key: Hashable,
-                   client_timeout_s: float | None) -> Tensors:
+                   client_timeout_s: float | None, company: int = 0) -> Tensors:
         policy = served.policy
         timeout = policy.timeout_s if client_timeout_s is None else min(policy.timeout_s, client_timeout_s)
         if not policy.batching or rows <= policy.max_batch_size:
-            return await served.batcher.submit(inputs, rows, timeout, key)
+            return await served.batcher.submit(inputs, rows, timeout, key, company)
         step = policy.max_batch_size  # larger than one batch: queued as several, answered as one
         parts = [asyncio.ensure_future(served.batcher.submit({n: a[i:i + step] for n, a in inputs.items()},
                                                              min(step, rows - i), timeout, key))

@@ -49,6 +49,26 @@ log = logging.getLogger("nnserve")
 QUIET = frozenset({"ServerLive", "ServerReady", "ModelReady"})  # probes: no access-log line, as HTTP's health
 
 
+class ActivePeers:
+    """How many other clients (gRPC peers: connections) sent calls to this process within ``WINDOW_S``: the
+    company a call can expect. Python's gRPC server hands calls over one at a time, so they never queue up in a
+    batcher by themselves; a call that knows others are coming lets its batch wait for them (service.batcher)."""
+
+    WINDOW_S = 0.05
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+        self._pruned = 0.0
+
+    def others(self, peer: str) -> int:
+        now = time.monotonic()
+        self._seen[peer] = now
+        if now - self._pruned > self.WINDOW_S:
+            self._seen = {p: t for p, t in self._seen.items() if now - t <= self.WINDOW_S}
+            self._pruned = now
+        return len(self._seen) - 1
+
+
 def status_of(error: NNServeError) -> grpc.StatusCode:
     return STATUS.get(error.code, grpc.StatusCode.INVALID_ARGUMENT if error.status < 500 else
                       grpc.StatusCode.INTERNAL)
@@ -84,6 +104,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         self.budget = budget  # --max-body-bytes-in-flight, shared with HTTP bodies
         self.log = log
         self.ids = RequestIds()
+        self.peers = ActivePeers()
 
     async def _answer(self, method: str, context: Any, handler: Callable[[GrpcCall], Awaitable[Any]]) -> Any:
         call = GrpcCall(method, context, self.ids, self.log)
@@ -164,6 +185,8 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
                 accounting.decode_started()
                 remaining = context.time_remaining() if context is not None else None
                 decoded = decode_infer(request, remaining)
+                if context is not None:
+                    decoded.request.company = self.peers.others(context.peer())
                 response = await self.plane.infer(accounting, decoded.request)
                 return encode_infer(response, decoded.typed)
             finally:

@@ -259,3 +259,42 @@ def test_a_load_names_its_versions_as_over_http(grpc_server: GrpcServer) -> None
         load(oip_pb2.ModelRepositoryParameter(string_param="1"))
         ready = stub.ModelReady(oip_pb2.ModelReadyRequest(name="fp16", version="1"))
         assert ready.ready
+
+
+async def test_calls_from_several_clients_batch_together(grpc_server: GrpcServer) -> None:
+    """Python's gRPC server hands calls over one at a time: without the company each call expects
+    (``oip_grpc.ActivePeers``) nearly every one ran alone, however many clients called at once."""
+    from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
+
+    def batched_and_all(stats: Any) -> tuple[int, int]:
+        rows = [(b.batch_size, b.compute_infer.count) for b in stats.model_stats[0].batch_stats]
+        return sum(size * count for size, count in rows if size > 1), sum(size * count for size, count in rows)
+
+    images = np.random.default_rng(7).normal(size=(8, 1, 1, 28, 28)).astype(np.float32)
+
+    def request(i: int) -> Any:
+        tensor = oip_pb2.ModelInferRequest.InferInputTensor(name="image", datatype="FP32", shape=[1, 1, 28, 28])
+        return oip_pb2.ModelInferRequest(model_name="mlp", inputs=[tensor], raw_input_contents=[images[i].tobytes()])
+
+    channels = [grpc.aio.insecure_channel(grpc_server.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(8)]  # eight connections: eight clients
+    stubs = [oip_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels]  # type: ignore[no-untyped-call]
+    try:
+        alone = [np.frombuffer((await stubs[i].ModelInfer(request(i))).raw_output_contents[0], np.float32)
+                 for i in range(8)]
+        before = await stubs[0].ModelStatistics(oip_pb2.ModelStatisticsRequest(name="mlp"))
+
+        async def client(i: int) -> None:
+            for _ in range(25):
+                answer = await stubs[i].ModelInfer(request(i))
+                np.testing.assert_allclose(np.frombuffer(answer.raw_output_contents[0], np.float32), alone[i],
+                                           rtol=1e-5, atol=1e-6)  # each its own answer, batched or not
+
+        await asyncio.gather(*[client(i) for i in range(8)])
+        after = await stubs[0].ModelStatistics(oip_pb2.ModelStatisticsRequest(name="mlp"))
+    finally:
+        for channel in channels:
+            await channel.close()
+    (batched_before, all_before), (batched_after, all_after) = batched_and_all(before), batched_and_all(after)
+    assert all_after - all_before == 200
+    assert batched_after - batched_before >= 100, f"{batched_after - batched_before} of 200 calls batched"

@@ -323,3 +323,30 @@ async def test_a_lone_request_runs_on_the_lone_session_while_nothing_else_comput
     assert other_sessions == ["batch"]  # the first one's lone threads still spin
     await batcher.stop()
     await other_batcher.stop()
+
+
+async def test_a_batch_waits_for_the_company_its_first_item_expects_and_no_longer() -> None:
+    batcher, recorder = make()
+    batcher.start()
+    try:
+        async def later(value: float, delay: float, company: int) -> Tensors:
+            if delay:
+                await asyncio.sleep(delay)
+            else:
+                for _ in range(int(value)):  # one loop step after another
+                    await asyncio.sleep(0)
+            return await batcher.submit(item(value), 1, 5, company=company)
+
+        # arriving apart, each alone when no company is expected: nothing waits
+        await asyncio.gather(*[later(i, i * 0.005, 0) for i in range(3)])
+        assert recorder.batches == [1, 1, 1]
+        recorder.batches.clear()
+        # arriving one loop step apart, with two more expected: one batch
+        results = await asyncio.gather(*[later(i, 0, 2) for i in range(3)])
+        assert recorder.batches == [3] and [float(r["y"][0, 0]) for r in results] == [0.0, 3.0, 6.0]
+        recorder.batches.clear()
+        start = time.perf_counter()
+        await batcher.submit(item(1), 1, 5, company=5)  # expected, never comes: the wait is bounded
+        assert recorder.batches == [1] and time.perf_counter() - start < 0.05
+    finally:
+        await batcher.stop()
