@@ -12,7 +12,7 @@ budget could never hold is refused by ``--max-body-bytes`` first: the budget is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,8 +40,9 @@ class BodyBudget:
                           f"of {self.capacity:,} per process (--max-body-bytes-in-flight): retry shortly")
 
 
-def _declared_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
+def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """A request's ``Content-Length`` from its (lower-cased) ASGI headers; None when absent or not a number."""
+    for name, value in headers:
         if name == b"content-length":
             return int(value) if value.isdigit() else None
     return None
@@ -60,7 +61,7 @@ class BodyAdmission:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _declared_length(scope)
+        declared = declared_length(scope.get("headers", ()))
         if declared is not None and not self.budget.take(declared):
             self.on_refused(scope)
             await error_response(self.budget.refusal(declared))(scope, receive, send)

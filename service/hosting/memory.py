@@ -39,12 +39,14 @@ BUSY_TRIM_EVERY = 60  # intervals
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, where it is the C library (malloc_trim and mallopt are its own); None elsewhere (musl, macOS)."""
     try:
-        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to hand back this way
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (present, or AttributeError)
+    except (OSError, AttributeError):
         return None
-    return trim
+    return libc
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters (malloc.h)
@@ -55,18 +57,17 @@ TRIM_THRESHOLD = 1024 * 1024 * 1024
 def keep_freed_memory() -> bool:
     """Whether glibc now keeps freed blocks of up to 32 MiB, and the free top of its heap, for reuse, with threads
     made from now on sharing the main heap (call it before the models load: their threads are made then)."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None:
         return False
-    return all(mallopt(parameter, value) for parameter, value in (
+    return all(libc.mallopt(parameter, value) for parameter, value in (
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1)))
 
 
 def release_free_memory() -> None:
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 class MemoryTrimmer:

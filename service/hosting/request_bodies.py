@@ -28,6 +28,8 @@ from typing import Any
 
 import httptools
 
+from service.hosting.body_budget import declared_length
+
 DIRECT_MIN = 64 * 1024
 SCRATCH_BYTES = 64 * 1024
 
@@ -39,18 +41,6 @@ def unfilled_bytearray(length: int) -> bytearray:
     """A ``bytearray`` whose bytes are not set (``bytearray(n)`` writes n zeros first, a tenth of the event loop's
     CPU on 600 KB bodies); every byte is written before anyone reads it (``RequestBody.receive``)."""
     return _new_bytearray(None, length)  # type: ignore[no-any-return]
-
-
-def declared_length(headers: list[tuple[bytes, bytes]]) -> int:
-    """The request's ``Content-Length`` (-1 when absent, not a number, or with a ``Transfer-Encoding``);
-    uvicorn lower-cases header names."""
-    length = -1
-    for name, value in headers:
-        if name == b"content-length":
-            length = int(value) if value.isdigit() else -1
-        elif name == b"transfer-encoding":
-            return -1
-    return length
 
 
 class RequestBody:
@@ -163,8 +153,8 @@ class RequestBodies:
 
     def give_body_buffer(self, limit: int) -> None:
         """Called when a request's headers are parsed and its cycle made."""
-        length = declared_length(self.headers)
-        if DIRECT_MIN <= length <= limit:
+        length = declared_length(self.headers)  # with a Transfer-Encoding too, httptools refuses the request
+        if length is not None and DIRECT_MIN <= length <= limit:
             body = RequestBody(length, self.cycle)
             self.cycle.nnserve_body = body
             self.cycle.receive = body.receive  # uvicorn's run_asgi looks it up when it starts
