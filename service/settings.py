@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int = Field(8001, ge=0, description="the Open Inference Protocol over gRPC; 0 = off")
+    grpc_server: Literal["nnserve", "grpcio"] = Field(
+        "nnserve", description="which gRPC server: nnserve's own HTTP/2 front (service.hosting.grpc_calls) or "
+        "grpcio's grpc.aio; both serve the same methods")
     grpc_max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=4 * 1024 * 1024, description="largest gRPC message either way (gRPC's own default, "
         "4 MB, is less than a batch of 16 pictures of 3x224x224 FP32)")

@@ -1,50 +1,125 @@
 """The gRPC server of one process, on its event loop beside uvicorn's: started once the models are loaded, stopped
-first at shutdown with a grace period (calls in flight finish; new ones are refused with UNAVAILABLE). With
-``--workers N`` every process binds the port with ``SO_REUSEPORT`` and the kernel spreads connections; with one
-process the option is off, so a second server on the same port fails loudly instead of sharing it."""
+first at shutdown with a grace period (calls in flight finish; new ones are refused). With ``--workers N`` every
+process binds the port with ``SO_REUSEPORT`` and the kernel spreads connections; with one process the option is
+off, so a second server on the same port fails loudly instead of sharing it.
+
+Two implementations serve the same methods (service.protocols.grpc_handlers): nnserve's own HTTP/2 front
+(``--grpc-server nnserve``, the default: service.hosting.http2 and service.hosting.grpc_calls, about a quarter of
+grpcio's cost per call on the event loop) and grpcio's ``grpc.aio`` server (``--grpc-server grpcio``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 
 from service.dataplane import DataPlane
 from service.hosting.access_log import AccessLogWriter
 from service.hosting.body_budget import BodyBudget
+from service.protocols.grpc_handlers import Method
 from service.settings import Settings
 
 log = logging.getLogger("nnserve")
+
+
+def served_methods(plane: DataPlane, access_log: AccessLogWriter | None, budget: BodyBudget) -> list[Any]:
+    """(service descriptor, servicer) of every service: the inference service, health, reflection."""
+    from service.protocols.grpc_health import HealthServicer
+    from service.protocols.grpc_proto import health_pb2, oip_pb2, reflection_pb2
+    from service.protocols.grpc_reflection import ReflectionServicer
+    from service.protocols.oip_grpc import OipServicer
+
+    return [(oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], OipServicer(plane, access_log, budget)),
+            (health_pb2.DESCRIPTOR.services_by_name["Health"], HealthServicer(plane)),
+            (reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"], ReflectionServicer())]
+
+
+class NNServeGrpcServer:
+    """nnserve's own gRPC server: HTTP/2 connections on this event loop, each stream a call."""
+
+    def __init__(self, methods: list[Method], max_message_bytes: int) -> None:
+        from service.hosting.grpc_calls import GrpcCalls
+
+        self.calls = GrpcCalls(methods, max_message_bytes)
+        self.connections: set[Any] = set()
+        self.listener: asyncio.Server | None = None
+
+    def _connection(self) -> Any:
+        from service.hosting.http2.connection import Http2Connection
+
+        connection = Http2Connection(self.calls.open, on_close=self.connections.discard)
+        self.connections.add(connection)
+        return connection
+
+    async def start(self, host: str, port: int, reuse_port: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self.listener = await loop.create_server(self._connection, host, port, reuse_port=reuse_port or None,
+                                                 backlog=2048)
+
+    async def stop(self, grace_s: float) -> None:
+        """New connections and calls are refused (GOAWAY); calls in flight get ``grace_s`` to finish."""
+        if self.listener is not None:
+            self.listener.close()
+        for connection in list(self.connections):
+            connection.goaway()
+        deadline = time.monotonic() + grace_s
+        while self.calls.running and time.monotonic() < deadline:
+            await asyncio.wait(list(self.calls.running), timeout=max(0.0, deadline - time.monotonic()))
+        for task in list(self.calls.running):
+            task.cancel()
+        if self.calls.running:
+            await asyncio.wait(list(self.calls.running), timeout=1.0)
+        for connection in list(self.connections):
+            connection.flush()
+            connection.close()
+        if self.listener is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.listener.wait_closed(), 1.0)
 
 
 async def start_grpc(plane: DataPlane, settings: Settings, access_log: AccessLogWriter | None,
                      budget: BodyBudget) -> Any | None:
     if not settings.grpc_port:
         return None
+    services = served_methods(plane, access_log, budget)
+    address = f"{settings.host}:{settings.grpc_port}"
+    reuse_port = (settings.workers or 1) > 1
+    server: Any
+    if settings.grpc_server == "nnserve":
+        from service.protocols.grpc_handlers import service_methods
+
+        server = NNServeGrpcServer([m for d, s in services for m in service_methods(d, s)],
+                                   settings.grpc_max_message_bytes)
+        try:
+            await server.start(settings.host, settings.grpc_port, reuse_port)
+        except OSError as error:
+            raise RuntimeError(f"gRPC cannot listen on {address} ({error}): another server there? --grpc-port 0 "
+                               f"turns gRPC off") from error
+    else:
+        server = await _start_grpcio(services, settings, address, reuse_port)
+    log.info("gRPC (Open Inference Protocol, health, reflection; %s server) on %s", settings.grpc_server, address)
+    return server
+
+
+async def _start_grpcio(services: list[Any], settings: Settings, address: str, reuse_port: bool) -> Any:
     from grpc import aio
 
     from service.protocols.grpc_handlers import checked_handlers
-    from service.protocols.grpc_health import HealthServicer
-    from service.protocols.grpc_proto import health_pb2_grpc, oip_pb2, reflection_pb2_grpc
-    from service.protocols.grpc_reflection import ReflectionServicer
-    from service.protocols.oip_grpc import OipServicer
 
     limit = settings.grpc_max_message_bytes
     server = aio.server(options=[
         ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 1 if (settings.workers or 1) > 1 else 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ])
-    server.add_generic_rpc_handlers((checked_handlers(oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
-                                                      OipServicer(plane, access_log, budget)),))
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(plane), server)  # type: ignore[no-untyped-call]
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(ReflectionServicer(), server)  # type: ignore[no-untyped-call]
-    address = f"{settings.host}:{settings.grpc_port}"
+    server.add_generic_rpc_handlers(tuple(checked_handlers(d, s) for d, s in services))
     try:
         server.add_insecure_port(address)
     except RuntimeError as error:
         raise RuntimeError(f"gRPC cannot listen on {address} ({error}): another server there? --grpc-port 0 turns "
                            f"gRPC off") from error
     await server.start()
-    log.info("gRPC (Open Inference Protocol, health, reflection) on %s", address)
     return server
 
 

@@ -1,0 +1,185 @@
+"""nnserve's own gRPC front (service.hosting.http2, service.hosting.grpc_calls) at the HTTP/2 level, on the real
+server, with frames written by hand where grpcio would never send them: HPACK as RFC 7541 spells it (Huffman, the
+dynamic table), requests dribbled a few bytes at a time, flow-control windows both ways, compressed messages,
+garbage and bad header blocks (the connection ends, the server goes on), and grpcio's own server still serving
+the same methods when asked for."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import struct
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as tg
+
+from service.hosting.http2.connection import (
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    PING,
+    SETTINGS,
+    WINDOW_UPDATE,
+    frame,
+)
+from service.hosting.http2.hpack import Decoder, HpackError
+from service.hosting.launcher import free_port, serve_subprocess
+from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
+from tests.grpc.conftest import GrpcServer
+from tests.grpc.h2_client import H2Client, grpc_headers, header_block, message
+
+LIVE = "/inference.GRPCInferenceService/ServerLive"
+METADATA = "/inference.GRPCInferenceService/ModelMetadata"
+
+
+def test_hpack_decodes_rfc_7541s_examples() -> None:
+    """Appendix C.3 (plain strings) and C.4 (Huffman), each a connection's three requests sharing one table."""
+    expected = [
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")],
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com"),
+         ("cache-control", "no-cache")],
+        [(":method", "GET"), (":scheme", "https"), (":path", "/index.html"), (":authority", "www.example.com"),
+         ("custom-key", "custom-value")],
+    ]
+    for blocks in (["828684410f7777772e6578616d706c652e636f6d", "828684be58086e6f2d6361636865",
+                    "828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565"],
+                   ["828684418cf1e3c2e5f23a6ba0ab90f4ff", "828684be5886a8eb10649cbf",
+                    "828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf"]):
+        decoder = Decoder()
+        assert [decoder.decode(bytes.fromhex(b)) for b in blocks] == expected
+    for bad, words in (("c0", "index 64 is not in the table"), ("0081ff", "padding"), ("0083f1e3c0", "padding"),
+                       ("3fe21f", "exceeds the 4096 allowed"), ("0085", "runs past the end")):
+        with pytest.raises(HpackError, match=words):
+            Decoder().decode(bytes.fromhex(bad))
+
+
+def test_huffman_headers_an_indexed_table_and_a_dribbled_request_are_understood(grpc_server: GrpcServer) -> None:
+    client = H2Client(grpc_server.target)
+    for stream_id, huffman in ((1, True), (3, False), (5, True)):
+        block = header_block(grpc_headers(METADATA, **{"x-request-id": f"dribble-{stream_id}"}), huffman=huffman,
+                             indexed=True)
+        body = message(oip_pb2.ModelMetadataRequest(name="mlp").SerializeToString())
+        client.send(frame(HEADERS, END_HEADERS, stream_id, block) + frame(DATA, END_STREAM, stream_id, body), piece=7)
+        answer = client.answer(stream_id)
+        assert answer.header(":status") == "200" and answer.header("grpc-status") == "0", answer.headers
+        assert answer.header("x-request-id") == f"dribble-{stream_id}"  # metadata read, trailing metadata sent
+        assert oip_pb2.ModelMetadataResponse.FromString(answer.data[5:]).name == "mlp"
+    client.close()
+
+
+def test_a_one_byte_window_holds_the_answer_until_the_client_opens_it(grpc_server: GrpcServer) -> None:
+    client = H2Client(grpc_server.target, settings=struct.pack(">HI", INITIAL_WINDOW_SIZE, 16))
+    request = oip_pb2.ModelMetadataRequest(name="mlp").SerializeToString()
+    client.send(client.call(1, grpc_headers(METADATA), message(request)))
+    first = client.answer(1, until_data=16)
+    assert len(first.data) == 16, "more than the window was sent"
+    client.sock.settimeout(0.3)
+    with pytest.raises(socket.timeout):
+        client.answer(1, until_data=17)  # nothing more until the window opens
+    client.sock.settimeout(10)
+    client.send(frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 1 << 20)))
+    rest = client.answer(1)
+    assert rest.header("grpc-status") == "0", rest.headers
+    response = oip_pb2.ModelMetadataResponse.FromString((first.data + rest.data)[5:])
+    assert response.name == "mlp" and response.inputs[0].name == "image"
+    client.close()
+
+
+def test_a_request_larger_than_every_window_arrives_whole(grpc_server: GrpcServer) -> None:
+    """20 MB: more than a stream's window (4 MiB) and the connection's (16 MiB), so it only arrives if the
+    server credits what it reads; the answer names the size it received."""
+    raw = bytes(20_000_000)
+    request = oip_pb2.ModelInferRequest(model_name="mlp", inputs=[oip_pb2.ModelInferRequest.InferInputTensor(
+        name="image", datatype="FP32", shape=[1, 1, 28, 28])], raw_input_contents=[raw])
+    with (grpc.insecure_channel(grpc_server.target, options=[("grpc.max_send_message_length", -1)]) as channel,
+          pytest.raises(grpc.RpcError) as error):
+        oip_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "3136" in error.value.details() and "20000000" in error.value.details(), error.value.details()
+
+
+def test_compressed_messages_are_read(grpc_server: GrpcServer) -> None:
+    image = np.random.default_rng(0).normal(size=(2, 1, 28, 28)).astype(np.float32)
+    tensor = tg.InferInput("image", list(image.shape), "FP32")
+    tensor.set_data_from_numpy(image)
+    client = tg.InferenceServerClient(grpc_server.target)
+    plain = client.infer("mlp", [tensor]).as_numpy("probabilities")
+    for algorithm in ("gzip", "deflate"):
+        compressed = client.infer("mlp", [tensor], compression_algorithm=algorithm).as_numpy("probabilities")
+        assert compressed.tobytes() == plain.tobytes(), algorithm
+    client.close()
+    raw = H2Client(grpc_server.target)  # an encoding it does not read: named, not guessed at
+    body = gzip.compress(b"")
+    raw.send(raw.call(1, grpc_headers(LIVE, **{"grpc-encoding": "snappy"}), b"\x01" + struct.pack(">I", len(body))
+                      + body))
+    answer = raw.answer(1)
+    assert answer.header("grpc-status") == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
+    assert "snappy" in (answer.header("grpc-message") or "")
+    raw.close()
+
+
+def test_unknown_methods_and_calls_that_are_not_grpc_get_their_answers(grpc_server: GrpcServer) -> None:
+    client = H2Client(grpc_server.target)
+    client.send(client.call(1, grpc_headers("/nnserve.Nothing/Here"), message(b"")))
+    answer = client.answer(1)
+    assert answer.header("grpc-status") == "12" and "/nnserve.Nothing/Here" in (answer.header("grpc-message") or "")
+    headers = [(k, "text/plain" if k == "content-type" else v) for k, v in grpc_headers(LIVE)]
+    client.send(client.call(3, headers, b"hello"))
+    answer = client.answer(3)
+    assert answer.header(":status") == "415" and b"application/grpc" in answer.data
+    client.send(frame(PING, 0, 0, b"8 bytes!"))
+    while (received := client.read_frame())[0] != PING:
+        pass
+    assert received[1] == 1 and received[3] == b"8 bytes!", "PING not acknowledged with its payload"
+    client.close()
+
+
+@pytest.mark.parametrize("junk,code", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1),  # HTTP/1.1 on the gRPC port: PROTOCOL_ERROR
+    (frame(HEADERS, END_HEADERS | END_STREAM, 1, b"\xff\x7f"), 9),  # an index far past the table: COMPRESSION_ERROR
+    (frame(DATA, 0, 7, b"x"), 1),  # DATA on a stream never opened: PROTOCOL_ERROR
+    (frame(SETTINGS, 0, 0, b"\x00\x04\xff\xff\xff\xff"), 3),  # a window over 2^31-1: FLOW_CONTROL_ERROR
+    (struct.pack(">I", 20_000)[1:] + bytes(6 + 20_000), 6),  # a frame over 16 KiB: FRAME_SIZE_ERROR
+])
+def test_a_broken_connection_gets_goaway_and_the_server_keeps_serving(grpc_server: GrpcServer, junk: bytes,
+                                                                       code: int) -> None:
+    host, port = grpc_server.target.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        preface = b"" if junk.startswith(b"GET") else b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0)
+        sock.sendall(preface + junk)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    frames = []
+    while len(received) >= 9:
+        length = int.from_bytes(received[:3], "big")
+        frames.append((received[3], received[9:9 + length]))
+        received = received[9 + length:]
+    goaway = [payload for kind, payload in frames if kind == GOAWAY]
+    assert goaway and struct.unpack(">I", goaway[0][4:8])[0] == code, frames
+    client = H2Client(grpc_server.target)
+    client.send(client.call(1, grpc_headers(LIVE), message(b"")))
+    assert client.answer(1).header("grpc-status") == "0"
+    client.close()
+
+
+def test_grpcios_server_serves_the_same_methods(grpc_repository: Path) -> None:
+    port = free_port()
+    args = ["--grpc-server", "grpcio", "--grpc-port", str(port), "--workers", "1", "--model", "mlp"]
+    with serve_subprocess(grpc_repository, args, env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}) as (_, _, log):
+        client = tg.InferenceServerClient(f"127.0.0.1:{port}")
+        assert client.is_server_ready() and client.is_model_ready("mlp")
+        image = np.ones((2, 1, 28, 28), np.float32)
+        tensor = tg.InferInput("image", list(image.shape), "FP32")
+        tensor.set_data_from_numpy(image)
+        assert client.infer("mlp", [tensor]).as_numpy("probabilities").shape == (2, 10)
+        with pytest.raises(Exception, match="nope"):
+            client.infer("nope", [tensor])
+        client.close()
+        assert "grpcio server" in log.read_text()
