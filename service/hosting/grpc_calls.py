@@ -3,7 +3,9 @@ the call's headers (path, deadline, encoding, metadata), frames and unframes its
 and deflate accepted), runs the method with a servicer context that offers what the servicers use of grpcio's
 (``invocation_metadata``, ``peer``, ``time_remaining``, ``set_trailing_metadata``, ``abort``, ``cancelled``), and
 answers with the status in the trailers. A call the client cancels (RST_STREAM, or its connection goes) has its
-task cancelled; a call whose deadline passes is cancelled and answered DEADLINE_EXCEEDED."""
+task cancelled; a call whose deadline passes is cancelled and answered DEADLINE_EXCEEDED, even one cancelled
+before it began. A client stream's requests wait in a bounded queue: past it, the stream's window stays shut
+until the method takes them."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any, NoReturn
 import grpc
 
 from service.hosting.http2 import hpack
-from service.hosting.http2.connection import NO_ERROR, Http2Connection
+from service.hosting.http2.connection import Http2Connection
 from service.protocols.grpc_handlers import Method
 
 log = logging.getLogger("nnserve")
@@ -35,6 +37,7 @@ _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 RESERVED = frozenset({"content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"})
 END = object()  # the end of a client's stream of requests
+QUEUED_REQUESTS = 64  # a client stream's requests decoded and waiting; past this its window is not reopened
 
 
 class Aborted(Exception):
@@ -105,6 +108,8 @@ class GrpcCall:
         self.task: asyncio.Task[None] | None = None
         self.method: Method | None = None
         self.started = False  # response headers sent
+        self.ended = False  # the final status sent
+        self._withheld = 0  # bytes read whose credit waits for the queue of requests to shrink
         self._buffer = bytearray()
         self._request: Any = None
         self._queue: asyncio.Queue[Any] | None = None
@@ -162,8 +167,13 @@ class GrpcCall:
         return None
 
     def data_received(self, data: memoryview, end_stream: bool) -> None:
-        if self._refused:
+        if self._refused or self.ended:
+            self.connection.credit(self.stream_id, len(data))
             return
+        if self._queue is not None and self._queue.qsize() >= QUEUED_REQUESTS:
+            self._withheld += len(data)
+        else:
+            self.connection.credit(self.stream_id, len(data))
         buffer = self._buffer
         buffer += data
         limit = self.calls.max_message_bytes
@@ -171,7 +181,7 @@ class GrpcCall:
             compressed, length = _PREFIX.unpack_from(buffer)
             if length > limit:
                 return self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"received message larger than max ({length} "
-                                    f"vs. {limit} bytes, --grpc-max-message-bytes)", reset=True)
+                                    f"vs. {limit} bytes, --grpc-max-message-bytes)")
             if len(buffer) < 5 + length:
                 break
             message = bytes(buffer[5:5 + length]) if len(buffer) > 5 + length else bytes(memoryview(buffer)[5:])
@@ -187,19 +197,21 @@ class GrpcCall:
     def _decompress(self, message: bytes) -> bytes | None:
         if self.encoding not in ("gzip", "deflate"):
             self._refuse(grpc.StatusCode.UNIMPLEMENTED, f"a message compressed with {self.encoding!r}: this server "
-                         f"reads {ACCEPTED_ENCODINGS.decode()}", reset=True)
+                         f"reads {ACCEPTED_ENCODINGS.decode()}")
             return None
         inflater = zlib.decompressobj(31 if self.encoding == "gzip" else 15)
         limit = self.calls.max_message_bytes
         try:
             data = inflater.decompress(message, limit + 1)
         except zlib.error as error:
-            self._refuse(grpc.StatusCode.INTERNAL, f"a {self.encoding} message that does not decompress: {error}",
-                         reset=True)
+            self._refuse(grpc.StatusCode.INTERNAL, f"a {self.encoding} message that does not decompress: {error}")
             return None
         if len(data) > limit:
             self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"a message that decompresses to more than the "
-                         f"{limit} bytes allowed (--grpc-max-message-bytes)", reset=True)
+                         f"{limit} bytes allowed (--grpc-max-message-bytes)")
+            return None
+        if not inflater.eof:
+            self._refuse(grpc.StatusCode.INTERNAL, f"a {self.encoding} message cut short ({len(message)} bytes)")
             return None
         return data
 
@@ -212,7 +224,7 @@ class GrpcCall:
             self._request = request
         else:
             self._refuse(grpc.StatusCode.UNIMPLEMENTED, f"{self.method.name} takes one request message, received "
-                         f"a second", reset=True)
+                         f"a second")
 
     def end_received(self) -> None:
         if self._refused or self.method is None:
@@ -240,18 +252,30 @@ class GrpcCall:
         if self.task is not None and not self.task.done():
             self.task.cancel()
         elif self.task is None:
-            self._refuse(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", reset=True)
+            self._refuse(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
     async def _requests(self) -> AsyncIterator[Any]:
-        assert self._queue is not None
-        while (request := await self._queue.get()) is not END:
+        queue = self._queue
+        assert queue is not None
+        while (request := await queue.get()) is not END:
+            if self._withheld and queue.qsize() < QUEUED_REQUESTS:
+                self.connection.credit(self.stream_id, self._withheld)
+                self._withheld = 0
             yield request
 
     # -- the answer ----------------------------------------------------------------------------------------------
     def _start(self, work: Any) -> None:
         self.task = asyncio.get_running_loop().create_task(work)
         self.calls.running.add(self.task)
-        self.task.add_done_callback(self.calls.running.discard)
+        self.task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.calls.running.discard(task)
+        if task.cancelled() and not self.ended:  # cancelled before it began: _run never saw it
+            if self.expired:
+                self._end(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            elif not self.cancelled:
+                self._end(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
     async def _run(self, request: Any) -> None:
         method = self.method
@@ -261,7 +285,7 @@ class GrpcCall:
             if method.server_streaming:
                 async for response in method.implementation(request, self.context):
                     self._send(response)
-                    await connection.drain()
+                    await connection.writable(stream)
             else:
                 response = await method.implementation(request, self.context)
                 self._send(response)
@@ -273,7 +297,6 @@ class GrpcCall:
                 self._end(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             elif not self.cancelled:  # the server is stopping
                 self._end(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-                connection.reset(stream, NO_ERROR)
         except Exception as error:
             log.exception("gRPC %s failed", method.path, exc_info=error)
             self._end(grpc.StatusCode.UNKNOWN, f"Unexpected {type(error).__name__}: {error}")
@@ -294,6 +317,10 @@ class GrpcCall:
         connection.send_data(self.stream_id, _PREFIX.pack(0, len(payload)) + payload)
 
     def _end(self, code: grpc.StatusCode, details: str) -> None:
+        """The final status (the connection resets the stream after it if the client is still sending)."""
+        if self.ended:
+            return
+        self.ended = True
         trailing = self.context.trailing if self.context is not None else ()
         ok = code == grpc.StatusCode.OK and not trailing
         block = OK_STATUS if ok else status_block(code, details, trailing)
@@ -302,9 +329,8 @@ class GrpcCall:
             block = RESPONSE_HEADERS + block
         self.connection.send_headers(self.stream_id, block, end_stream=True)
 
-    def _refuse(self, code: grpc.StatusCode, details: str, reset: bool = False) -> None:
-        """Answers the call with an error before (or instead of) running it; ``reset`` also stops the client's
-        sending."""
+    def _refuse(self, code: grpc.StatusCode, details: str) -> None:
+        """Answers the call with an error before (or instead of) running it."""
         if self._refused:
             return
         self._refused = True
@@ -314,12 +340,10 @@ class GrpcCall:
             self.task.cancel()
             self.cancelled = True
         self._end(code, details)
-        if reset:
-            self.connection.reset(self.stream_id, NO_ERROR)
 
     def _refuse_http(self, status: bytes, details: str) -> None:
         self._refused = True
-        self.started = True
+        self.started = self.ended = True
         block = hpack.encode([(b":status", status), (b"content-type", b"text/plain")])
         self.connection.send_headers(self.stream_id, block, end_stream=False)
         self.connection.send_data(self.stream_id, details.encode(), end_stream=True)

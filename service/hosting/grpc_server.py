@@ -59,14 +59,15 @@ class NNServeGrpcServer:
                                                  backlog=2048)
 
     async def stop(self, grace_s: float) -> None:
-        """New connections and calls are refused (GOAWAY); calls in flight get ``grace_s`` to finish."""
+        """New connections and calls are refused (GOAWAY); calls in flight, those still arriving included, get
+        ``grace_s`` to finish."""
         if self.listener is not None:
             self.listener.close()
         for connection in list(self.connections):
             connection.goaway()
         deadline = time.monotonic() + grace_s
-        while self.calls.running and time.monotonic() < deadline:
-            await asyncio.wait(list(self.calls.running), timeout=max(0.0, deadline - time.monotonic()))
+        while (self.calls.running or any(c.streams for c in self.connections)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         for task in list(self.calls.running):
             task.cancel()
         if self.calls.running:

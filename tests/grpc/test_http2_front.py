@@ -24,6 +24,7 @@ from service.hosting.http2.connection import (
     HEADERS,
     INITIAL_WINDOW_SIZE,
     PING,
+    RST_STREAM,
     SETTINGS,
     WINDOW_UPDATE,
     frame,
@@ -183,3 +184,47 @@ def test_grpcios_server_serves_the_same_methods(grpc_repository: Path) -> None:
             client.infer("nope", [tensor])
         client.close()
         assert "grpcio server" in log.read_text()
+
+
+def test_a_deadline_that_passes_at_once_is_still_answered(grpc_server: GrpcServer) -> None:
+    """Even a call cancelled before its method began gets its DEADLINE_EXCEEDED (and one with time left, OK)."""
+    client = H2Client(grpc_server.target)
+    request = message(oip_pb2.ModelMetadataRequest(name="mlp").SerializeToString())
+    for stream_id, timeout, status in ((1, "0n", "4"), (3, "1n", "4"), (5, "10S", "0")):
+        client.send(client.call(stream_id, grpc_headers(METADATA, **{"grpc-timeout": timeout}), request))
+        assert client.answer(stream_id).header("grpc-status") == status, timeout
+    client.close()
+
+
+def test_a_malformed_or_oversized_header_list_ends_only_its_stream(grpc_server: GrpcServer) -> None:
+    client = H2Client(grpc_server.target)
+    client.send(client.call(1, [*grpc_headers(LIVE), ("", "no name")], message(b"")))
+    while (received := client.read_frame())[0] != RST_STREAM or received[2] != 1:
+        pass
+    assert struct.unpack(">I", received[3])[0] == 1, "not PROTOCOL_ERROR"
+    # 4 KB into the table once, then named 20 times by its index (62): an 8 KB block, an 80 KB header list
+    block = header_block(grpc_headers(LIVE)) + header_block([("x-big", "x" * 4000)], indexed=True) + b"\xbe" * 20
+    client.send(frame(HEADERS, END_HEADERS, 3, block) + frame(DATA, END_STREAM, 3, message(b"")))
+    assert client.answer(3).header(":status") == "431"
+    client.send(client.call(5, grpc_headers(LIVE), message(b"")))
+    assert client.answer(5).header("grpc-status") == "0", "the connection did not go on"
+    client.close()
+
+
+def test_frames_after_a_refusal_are_ignored_not_answered(grpc_server: GrpcServer) -> None:
+    """A message over the limit is refused at its first 5 bytes: trailers, then RST_STREAM(NO_ERROR) so the
+    client stops; what it had sent already is dropped without an RST_STREAM for each frame."""
+    client = H2Client(grpc_server.target)
+    path = "/inference.GRPCInferenceService/ModelInfer"
+    client.send(frame(HEADERS, END_HEADERS, 1, header_block(grpc_headers(path))) +
+                frame(DATA, 0, 1, struct.pack(">BI", 0, 100 << 20)))
+    answer = client.answer(1)
+    assert answer.header("grpc-status") == "8", answer.headers
+    client.send(b"".join(frame(DATA, 0, 1, bytes(1000)) for _ in range(20)))
+    client.send(client.call(3, grpc_headers(LIVE), message(b"")))
+    resets = []
+    while (received := client.read_frame())[2] != 3 or not received[1] & END_STREAM:
+        if received[0] == RST_STREAM:
+            resets.append(struct.unpack(">I", received[3])[0])
+    assert resets == [0], resets  # the one NO_ERROR after the trailers
+    client.close()

@@ -40,43 +40,95 @@ EOS = 256
 DEFAULT_TABLE_SIZE = 4096
 
 
+MAX_HEADER_LIST = 64 * 1024  # decoded names and values, 32 bytes more each (RFC 7541, 4.1)
+
+
 class HpackError(ValueError):
     """A header block that does not decode: a connection error (COMPRESSION_ERROR) in HTTP/2."""
 
 
-def _huffman_codes() -> dict[tuple[int, int], int]:
-    """(length, code) -> symbol, built from the canonical lengths."""
-    codes: dict[tuple[int, int], int] = {}
+class HeaderListTooLarge(Exception):
+    """A header block that decodes to more than the list size allowed: the block was decoded whole (the table
+    stays in step with the client's) but its headers are dropped; a stream error."""
+
+
+def _huffman_tree() -> list[list[int]]:
+    """The decoding tree of the canonical code: node -> [child for bit 0, child for bit 1]; a child below 0 is the
+    leaf of symbol ``-child - 1``."""
+    tree: list[list[int]] = [[0, 0]]
     code, previous = -1, 0
     for symbol in sorted(range(len(HUFFMAN_LENGTHS)), key=lambda s: (HUFFMAN_LENGTHS[s], s)):
         length = HUFFMAN_LENGTHS[symbol]
         code = (code + 1) << (length - previous)
         previous = length
-        codes[(length, code)] = symbol
-    return codes
+        node = 0
+        for shift in range(length - 1, 0, -1):
+            bit = (code >> shift) & 1
+            if not tree[node][bit]:
+                tree.append([0, 0])
+                tree[node][bit] = len(tree) - 1
+            node = tree[node][bit]
+        tree[node][code & 1] = -symbol - 1
+    return tree
 
 
-_DECODE = _huffman_codes()
+def _nibble_table() -> tuple[list[tuple[int, bytes, bool]], list[bool]]:
+    """For each (node, 4 bits): the node reached, the symbols completed on the way and whether EOS (an error) was
+    among them; and for each node whether a string may end there (at most 7 bits, all ones, into the tree)."""
+    tree = _huffman_tree()
+    table: list[tuple[int, bytes, bool]] = []
+    for node in range(len(tree)):
+        for nibble in range(16):
+            at, out, bad = node, bytearray(), False
+            for shift in (3, 2, 1, 0):
+                child = tree[at][(nibble >> shift) & 1]
+                if child < 0:
+                    if -child - 1 == EOS:
+                        bad = True
+                    else:
+                        out.append(-child - 1)
+                    at = 0
+                else:
+                    at = child
+            table.append((at, bytes(out), bad))
+    can_end = [False] * len(tree)
+    node = 0
+    can_end[0] = True
+    for _ in range(7):  # the all-ones path: the EOS code's first bits
+        node = tree[node][1]
+        can_end[node] = True
+    return table, can_end
+
+
+_NIBBLES, _CAN_END = _nibble_table()
+CACHED_HUFFMAN = 64  # strings up to this long are remembered: a client sends the same values again and again
+
+
+def huffman_decode(data: bytes) -> bytes:
+    return _huffman_cached(data) if len(data) <= CACHED_HUFFMAN else _huffman(data)
 
 
 @lru_cache(maxsize=1024)
-def huffman_decode(data: bytes) -> bytes:
-    """A Huffman-coded string (cached: a client sends the same values again and again)."""
+def _huffman_cached(data: bytes) -> bytes:
+    return _huffman(data)
+
+
+def _huffman(data: bytes) -> bytes:
+    """A Huffman-coded string, four bits at a time."""
     out = bytearray()
-    code = length = 0
+    node = 0
+    table = _NIBBLES
     for byte in data:
-        for shift in range(7, -1, -1):
-            code = (code << 1) | ((byte >> shift) & 1)
-            length += 1
-            symbol = _DECODE.get((length, code))
-            if symbol is not None:
-                if symbol == EOS:
-                    raise HpackError("a Huffman-coded string contains EOS")
-                out.append(symbol)
-                code = length = 0
-            elif length > 30:
-                raise HpackError("a Huffman-coded string holds an invalid code")
-    if length > 7 or code != (1 << length) - 1:
+        node, emitted, bad = table[(node << 4) | (byte >> 4)]
+        if emitted:
+            out += emitted
+        node2, emitted2, bad2 = table[(node << 4) | (byte & 0xF)]
+        if emitted2:
+            out += emitted2
+        if bad or bad2:
+            raise HpackError("a Huffman-coded string contains EOS")
+        node = node2
+    if not _CAN_END[node]:
         raise HpackError("a Huffman-coded string ends in padding that is not the EOS prefix")
     return bytes(out)
 
@@ -124,27 +176,35 @@ class Decoder:
         self._dynamic: deque[tuple[str, str]] = deque()
         self._size = 0
 
-    def decode(self, block: bytes) -> list[tuple[str, str]]:
+    def decode(self, block: bytes, max_list_size: int = MAX_HEADER_LIST) -> list[tuple[str, str]]:
         headers: list[tuple[str, str]] = []
+        size = 0
         i, end = 0, len(block)
         while i < end:
             byte = block[i]
             if byte & 0x80:  # indexed field
                 index, i = _integer(block, i, 7)
-                headers.append(self._entry(index))
+                header = self._entry(index)
             elif byte & 0x40:  # literal, added to the dynamic table
                 name, value, i = self._literal(block, i, 6)
-                headers.append((name, value))
+                header = (name, value)
                 self._add(name, value)
             elif byte & 0x20:  # dynamic table size update
-                size, i = _integer(block, i, 5)
-                if size > self.max_table_size:
-                    raise HpackError(f"a table size update to {size} exceeds the {self.max_table_size} allowed")
-                self.table_size = size
+                table_size, i = _integer(block, i, 5)
+                if table_size > self.max_table_size:
+                    raise HpackError(f"a table size update to {table_size} exceeds the {self.max_table_size} "
+                                     f"allowed")
+                self.table_size = table_size
                 self._evict()
+                continue
             else:  # literal without indexing (0000) or never indexed (0001)
                 name, value, i = self._literal(block, i, 4)
-                headers.append((name, value))
+                header = (name, value)
+            size += len(header[0]) + len(header[1]) + 32
+            if size <= max_list_size:
+                headers.append(header)
+        if size > max_list_size:
+            raise HeaderListTooLarge(f"{size} bytes of headers, over the {max_list_size} allowed")
         return headers
 
     def _entry(self, index: int) -> tuple[str, str]:
