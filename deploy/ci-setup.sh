@@ -14,7 +14,8 @@
 set -u
 
 VENV="${1:-.venv}"
-APT_PACKAGES=(prometheus docker-compose docker.io debootstrap shellcheck chromium firefox-esr fonts-dejavu-core)
+APT_PACKAGES=(prometheus docker-compose docker.io debootstrap shellcheck chromium firefox-esr fonts-dejavu-core
+              nghttp2-client)  # h2load: `nnserve bench --protocols grpc` and a test of the gRPC front
 PIP_PACKAGES=(kubernetes-validate pyyaml)
 
 log() { printf 'deploy/ci-setup: %s\n' "$*"; }

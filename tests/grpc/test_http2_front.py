@@ -7,11 +7,14 @@ the same methods when asked for."""
 from __future__ import annotations
 
 import gzip
+import shutil
 import socket
 import struct
+import subprocess
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
@@ -34,6 +37,7 @@ from service.hosting.launcher import free_port, serve_subprocess
 from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
 from tests.grpc.conftest import GrpcServer
 from tests.grpc.h2_client import H2Client, grpc_headers, header_block, message
+from tests.service.conftest import metric_value
 
 LIVE = "/inference.GRPCInferenceService/ServerLive"
 METADATA = "/inference.GRPCInferenceService/ModelMetadata"
@@ -228,3 +232,29 @@ def test_frames_after_a_refusal_are_ignored_not_answered(grpc_server: GrpcServer
             resets.append(struct.unpack(">I", received[3])[0])
     assert resets == [0], resets  # the one NO_ERROR after the trailers
     client.close()
+
+
+def test_nghttp2s_load_generator_is_served(grpc_server: GrpcServer, tmp_path: Path) -> None:
+    """h2load (nghttp2, what `nnserve bench --protocols grpc` drives): another HTTP/2 implementation, whose HPACK
+    codes its strings with Huffman and indexes them in the dynamic table, ten streams at once on each of its four
+    connections. Every call is answered, and answered OK (gRPC's status is in the trailers, which h2load does not
+    read: the server's metrics count them)."""
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        pytest.skip("h2load is not installed (apt-get install nghttp2-client)")
+    request = oip_pb2.ModelInferRequest(model_name="mlp", inputs=[oip_pb2.ModelInferRequest.InferInputTensor(
+        name="image", datatype="FP32", shape=[1, 1, 28, 28])], raw_input_contents=[bytes(3136)])
+    body = tmp_path / "request"
+    body.write_bytes(message(request.SerializeToString()))
+
+    def succeeded() -> float:
+        return metric_value(httpx.get(f"{grpc_server.url}/metrics").text, "nnserve_requests_total", model="mlp",
+                            protocol="grpc", outcome="success")
+
+    before = succeeded()
+    output = subprocess.run([h2load, "-n", "400", "-c", "4", "-m", "10", "-d", str(body), "-H",
+                             "content-type: application/grpc", "-H", "te: trailers",
+                             f"http://{grpc_server.target}/inference.GRPCInferenceService/ModelInfer"],
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "400 succeeded, 0 failed, 0 errored" in output, output
+    assert succeeded() - before == 400
