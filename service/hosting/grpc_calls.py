@@ -37,6 +37,7 @@ _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 RESERVED = frozenset({"content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"})
 END = object()  # the end of a client's stream of requests
+INFLATED_ON_THE_LOOP = 256 * 1024  # a unary call's compressed message larger than this inflates in a thread
 QUEUED_REQUESTS = 64  # a client stream's requests decoded and waiting; past this its window is not reopened
 
 
@@ -45,6 +46,31 @@ class Aborted(Exception):
         super().__init__(details)
         self.code = code
         self.details = details
+
+
+class Compressed:
+    """A unary call's message too large to inflate on the event loop."""
+
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+
+
+def inflate(message: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate message, inflated up to ``limit`` bytes; ``Aborted`` names what is wrong with it."""
+    if encoding not in ("gzip", "deflate"):
+        raise Aborted(grpc.StatusCode.UNIMPLEMENTED, f"a message compressed with {encoding!r}: this server reads "
+                      f"{ACCEPTED_ENCODINGS.decode()}")
+    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+    try:
+        data = inflater.decompress(message, limit + 1)
+    except zlib.error as error:
+        raise Aborted(grpc.StatusCode.INTERNAL, f"a {encoding} message that does not decompress: {error}") from error
+    if len(data) > limit:
+        raise Aborted(grpc.StatusCode.RESOURCE_EXHAUSTED, f"a message that decompresses to more than the {limit} "
+                      f"bytes allowed (--grpc-max-message-bytes)")
+    if not inflater.eof:
+        raise Aborted(grpc.StatusCode.INTERNAL, f"a {encoding} message cut short ({len(message)} bytes)")
+    return data
 
 
 def percent_encoded(message: str) -> bytes:
@@ -186,38 +212,20 @@ class GrpcCall:
                 break
             message = bytes(buffer[5:5 + length]) if len(buffer) > 5 + length else bytes(memoryview(buffer)[5:])
             del buffer[:5 + length]
+            if compressed and self._queue is None and len(message) > INFLATED_ON_THE_LOOP:
+                self._message(Compressed(message))  # inflated off the event loop, once the call runs
+                continue
             if compressed:
-                decompressed = self._decompress(message)
-                if decompressed is None:
-                    return None
-                message = decompressed
+                try:
+                    message = inflate(message, self.encoding, limit)
+                except Aborted as refusal:
+                    return self._refuse(refusal.code, refusal.details)
             self._message(message)
         return None
 
-    def _decompress(self, message: bytes) -> bytes | None:
-        if self.encoding not in ("gzip", "deflate"):
-            self._refuse(grpc.StatusCode.UNIMPLEMENTED, f"a message compressed with {self.encoding!r}: this server "
-                         f"reads {ACCEPTED_ENCODINGS.decode()}")
-            return None
-        inflater = zlib.decompressobj(31 if self.encoding == "gzip" else 15)
-        limit = self.calls.max_message_bytes
-        try:
-            data = inflater.decompress(message, limit + 1)
-        except zlib.error as error:
-            self._refuse(grpc.StatusCode.INTERNAL, f"a {self.encoding} message that does not decompress: {error}")
-            return None
-        if len(data) > limit:
-            self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"a message that decompresses to more than the "
-                         f"{limit} bytes allowed (--grpc-max-message-bytes)")
-            return None
-        if not inflater.eof:
-            self._refuse(grpc.StatusCode.INTERNAL, f"a {self.encoding} message cut short ({len(message)} bytes)")
-            return None
-        return data
-
-    def _message(self, message: bytes) -> None:
+    def _message(self, message: bytes | Compressed) -> None:
         assert self.method is not None
-        request = self.method.decode(message)
+        request = message if isinstance(message, Compressed) else self.method.decode(message)
         if self._queue is not None:
             self._queue.put_nowait(request)
         elif self._request is None:
@@ -237,9 +245,21 @@ class GrpcCall:
         elif self._request is None:
             self._refuse(grpc.StatusCode.UNIMPLEMENTED, f"{self.method.name} takes one request message, received "
                          f"none")
+        elif isinstance(self._request, Compressed):
+            self._start(self._inflate_and_run(self._request.message))
+            self._request = None
         else:
             self._start(self._run(self._request))
             self._request = None
+
+    async def _inflate_and_run(self, message: bytes) -> None:
+        assert self.method is not None
+        try:
+            inflated = await asyncio.to_thread(inflate, message, self.encoding, self.calls.max_message_bytes)
+        except Aborted as refusal:
+            self._refuse(refusal.code, refusal.details)
+            return
+        await self._run(self.method.decode(inflated))
 
     def reset_received(self) -> None:
         self.cancelled = True

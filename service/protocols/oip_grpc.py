@@ -47,6 +47,7 @@ STATUS: dict[str, grpc.StatusCode] = {  # error code -> gRPC status; a 4xx code 
 SERVICE = "inference.GRPCInferenceService"
 log = logging.getLogger("nnserve")
 QUIET = frozenset({"ServerLive", "ServerReady", "ModelReady"})  # probes: no access-log line, as HTTP's health
+STREAM_IN_FLIGHT = 64  # requests of one ModelStreamInfer stream taken and not yet answered
 
 
 class ActivePeers:
@@ -199,9 +200,12 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         """Each request is answered as soon as it is computed (requests of one stream batch together), with its
-        error in ``error_message`` rather than ending the stream."""
+        error in ``error_message`` rather than ending the stream. At most ``STREAM_IN_FLIGHT`` requests of a stream
+        are taken before their answers are sent: a client that sends faster is slowed down by the transport's
+        flow control, not refused (nor answered into a queue it does not read)."""
         answers: asyncio.Queue[Any] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
+        in_flight = asyncio.Semaphore(STREAM_IN_FLIGHT)
 
         async def one(request: Any) -> None:
             call = GrpcCall("ModelStreamInfer", context, self.ids, self.log)
@@ -222,6 +226,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
 
         async def read() -> None:
             async for request in request_iterator:
+                await in_flight.acquire()
                 task = asyncio.get_running_loop().create_task(one(request))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -233,6 +238,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             while (answer := await answers.get()) is not None:
                 yield answer
+                in_flight.release()
         finally:
             reader.cancel()
             for task in list(tasks):

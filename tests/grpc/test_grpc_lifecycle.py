@@ -8,6 +8,7 @@ import asyncio
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -18,7 +19,14 @@ from google.protobuf import descriptor_pb2
 from grpc import aio
 
 from service.hosting.launcher import free_port, serve_subprocess
-from service.protocols.grpc_proto import health_pb2, health_pb2_grpc, reflection_pb2, reflection_pb2_grpc
+from service.protocols.grpc_proto import (
+    health_pb2,
+    health_pb2_grpc,
+    oip_pb2,
+    oip_pb2_grpc,
+    reflection_pb2,
+    reflection_pb2_grpc,
+)
 from tests.grpc.conftest import GrpcServer, queue_resnet_work
 from tests.service.conftest import metric_value
 
@@ -172,3 +180,21 @@ def test_grpc_requests_count_against_the_bytes_in_flight(grpc_repository: Path) 
         assert asyncio.run(_infer_all(f"127.0.0.1:{port}", 4)) == [grpc.StatusCode.OK] * 4  # all given back
         assert metric_value(httpx.get(f"{url}/metrics").text, "nnserve_requests_total", protocol="grpc",
                             outcome="overload") == len(refused)
+        # One stream sending 200 requests (1.9 MB) as fast as it can is slowed down, not refused: the server
+        # takes at most 64 of a stream's requests (600 KB) before answering them.
+        errors = asyncio.run(_stream_all(f"127.0.0.1:{port}", 200))
+        assert errors == [""] * 200, [e for e in errors if e][:3]
+
+
+async def _stream_all(target: str, count: int) -> list[str]:
+    image = np.random.default_rng(0).normal(size=(3, 1, 28, 28)).astype(np.float32).tobytes()
+
+    async def requests() -> Any:
+        for i in range(count):
+            yield oip_pb2.ModelInferRequest(model_name="resnet", id=str(i), inputs=[
+                oip_pb2.ModelInferRequest.InferInputTensor(name="image", datatype="FP32", shape=[3, 1, 28, 28])],
+                raw_input_contents=[image])
+
+    async with aio.insecure_channel(target) as channel:
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return [answer.error_message async for answer in stub.ModelStreamInfer(requests())]

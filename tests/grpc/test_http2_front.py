@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tg
 
+from service.hosting.grpc_calls import INFLATED_ON_THE_LOOP
 from service.hosting.http2.connection import (
     DATA,
     END_HEADERS,
@@ -110,15 +111,18 @@ def test_a_request_larger_than_every_window_arrives_whole(grpc_server: GrpcServe
 
 
 def test_compressed_messages_are_read(grpc_server: GrpcServer) -> None:
-    image = np.random.default_rng(0).normal(size=(2, 1, 28, 28)).astype(np.float32)
-    tensor = tg.InferInput("image", list(image.shape), "FP32")
-    tensor.set_data_from_numpy(image)
     client = tg.InferenceServerClient(grpc_server.target)
-    plain = client.infer("mlp", [tensor]).as_numpy("probabilities")
-    for algorithm in ("gzip", "deflate"):
-        compressed = client.infer("mlp", [tensor], compression_algorithm=algorithm).as_numpy("probabilities")
-        assert compressed.tobytes() == plain.tobytes(), algorithm
+    for rows in (2, 100):  # 100 rows of noise: over 256 KiB compressed, inflated off the event loop
+        image = np.random.default_rng(rows).normal(size=(rows, 1, 28, 28)).astype(np.float32)
+        tensor = tg.InferInput("image", list(image.shape), "FP32")
+        tensor.set_data_from_numpy(image)
+        plain = client.infer("mlp", [tensor]).as_numpy("probabilities")
+        for algorithm in ("gzip", "deflate"):
+            compressed = client.infer("mlp", [tensor], compression_algorithm=algorithm).as_numpy("probabilities")
+            assert compressed.tobytes() == plain.tobytes(), (rows, algorithm)
     client.close()
+    assert len(gzip.compress(np.random.default_rng(100).normal(size=(100, 784)).astype(np.float32).tobytes())) > \
+        INFLATED_ON_THE_LOOP
     raw = H2Client(grpc_server.target)  # an encoding it does not read: named, not guessed at
     body = gzip.compress(b"")
     raw.send(raw.call(1, grpc_headers(LIVE, **{"grpc-encoding": "snappy"}), b"\x01" + struct.pack(">I", len(body))
