@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from typing import Any
 
@@ -39,19 +40,37 @@ def served_methods(plane: DataPlane, access_log: AccessLogWriter | None, budget:
 class NNServeGrpcServer:
     """nnserve's own gRPC server: HTTP/2 connections on this event loop, each stream a call."""
 
-    def __init__(self, methods: list[Method], max_message_bytes: int) -> None:
+    def __init__(self, methods: list[Method], max_message_bytes: int, max_connection_age_s: float = 0.0,
+                 grace_s: float = 30.0) -> None:
         from service.hosting.grpc_calls import GrpcCalls
 
         self.calls = GrpcCalls(methods, max_message_bytes)
         self.connections: set[Any] = set()
         self.listener: asyncio.Server | None = None
+        self.max_connection_age_s = max_connection_age_s
+        self.grace_s = grace_s
 
     def _connection(self) -> Any:
         from service.hosting.http2.connection import Http2Connection
 
         connection = Http2Connection(self.calls.open, on_close=self.connections.discard)
         self.connections.add(connection)
+        if self.max_connection_age_s:  # spread over +-10%, so that connections made together do not go together
+            age = self.max_connection_age_s * random.uniform(0.9, 1.1)
+            asyncio.get_running_loop().call_later(age, self._retire, connection, time.monotonic() + age + self.grace_s)
         return connection
+
+    def _retire(self, connection: Any, deadline: float) -> None:
+        """Asks an old connection to go (GOAWAY: the client opens a new one for its next calls), then closes it
+        once its calls are done, or at the deadline."""
+        if connection.closed:
+            return
+        if not connection.going_away:
+            connection.goaway()
+        if connection.streams and time.monotonic() < deadline:
+            asyncio.get_running_loop().call_later(0.05, self._retire, connection, deadline)
+        else:
+            connection.close()
 
     async def start(self, host: str, port: int, reuse_port: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -92,7 +111,8 @@ async def start_grpc(plane: DataPlane, settings: Settings, access_log: AccessLog
         from service.protocols.grpc_handlers import service_methods
 
         server = NNServeGrpcServer([m for d, s in services for m in service_methods(d, s)],
-                                   settings.grpc_max_message_bytes)
+                                   settings.grpc_max_message_bytes, settings.grpc_max_connection_age_s,
+                                   settings.drain_timeout_s)
         try:
             await server.start(settings.host, settings.grpc_port, reuse_port)
         except OSError as error:
@@ -113,6 +133,9 @@ async def _start_grpcio(services: list[Any], settings: Settings, address: str, r
     server = aio.server(options=[
         ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
+        *((("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_s * 1000)),
+           ("grpc.max_connection_age_grace_ms", int(settings.drain_timeout_s * 1000)))
+          if settings.grpc_max_connection_age_s else ()),
     ])
     server.add_generic_rpc_handlers(tuple(checked_handlers(d, s) for d, s in services))
     try:

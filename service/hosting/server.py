@@ -20,6 +20,8 @@ FLAGS: list[tuple[str, type, str]] = [
     ("port", int, "port (default 8000)"),
     ("grpc-port", int, "gRPC port, the Open Inference Protocol (default 8001; 0 turns gRPC off)"),
     ("grpc-server", str, "nnserve (default: nnserve's own HTTP/2 front) | grpcio (grpcio's grpc.aio server)"),
+    ("grpc-max-connection-age-s", float, "ask a gRPC connection to go after this long, its calls finishing, so "
+     "clients spread over replicas again (default 0: never)"),
     ("grpc-max-message-bytes", int, "largest gRPC message (default 64 MiB)"),
     ("workers", int, "server processes, each with every model (default: one per CPU this process may use, a "
      "container's CPU quota counted; one when the models run on CUDA)"),

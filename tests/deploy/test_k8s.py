@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service.settings import Settings
 from tests.deploy.conftest import DEPLOY, require_tool, run
 
 K8S = DEPLOY / "k8s"
@@ -112,6 +113,9 @@ def test_deployment_probes_draining_and_security() -> None:
     assert env["NNSERVE_PORT"]["value"] == str(container["ports"][0]["containerPort"])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert env["NNSERVE_GRPC_PORT"]["value"] == str(ports["grpc"]) == "8001"
+    # gRPC clients keep one connection, and the Service balances connections: old ones are asked to go
+    assert Settings(grpc_max_connection_age_s=env["NNSERVE_GRPC_MAX_CONNECTION_AGE_S"]["value"]) \
+        .grpc_max_connection_age_s > 0
     assert container["image"] == "nnserve:latest"
 
 

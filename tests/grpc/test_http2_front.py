@@ -11,6 +11,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -262,3 +263,36 @@ def test_nghttp2s_load_generator_is_served(grpc_server: GrpcServer, tmp_path: Pa
                             capture_output=True, text=True, timeout=60, check=True).stdout
     assert "400 succeeded, 0 failed, 0 errored" in output, output
     assert succeeded() - before == 400
+
+
+def test_an_old_connection_is_asked_to_go_and_its_calls_finish(grpc_repository: Path) -> None:
+    """--grpc-max-connection-age-s: GOAWAY once the connection is that old (so that clients behind one Service
+    spread over the replicas again); a call still arriving then is answered, and the connection closes after it.
+    A client calling across the moment never sees an error: it opens a new connection."""
+    port = free_port()
+    args = ["--grpc-port", str(port), "--workers", "1", "--model", "mlp", "--grpc-max-connection-age-s", "1"]
+    with serve_subprocess(grpc_repository, args, env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}):
+        client = H2Client(f"127.0.0.1:{port}")
+        request = message(oip_pb2.ModelMetadataRequest(name="mlp").SerializeToString())
+        client.send(frame(HEADERS, END_HEADERS, 1, header_block(grpc_headers(METADATA))) +
+                    frame(DATA, 0, 1, request[:3]))  # a call whose request is still coming
+        while (received := client.read_frame())[0] != GOAWAY:
+            pass
+        assert struct.unpack(">II", received[3][:8]) == (1, 0), "GOAWAY(last stream 1, NO_ERROR) expected"
+        client.send(frame(DATA, END_STREAM, 1, request[3:]))
+        assert client.answer(1).header("grpc-status") == "0"
+        with pytest.raises(ConnectionError):
+            while True:
+                client.read_frame()  # the server closes the connection once its call is done
+        client.close()
+        image = np.zeros((1, 1, 28, 28), np.float32)
+        tensor = tg.InferInput("image", list(image.shape), "FP32")
+        tensor.set_data_from_numpy(image)
+        triton = tg.InferenceServerClient(f"127.0.0.1:{port}")
+        start = time.monotonic()
+        calls = 0
+        while time.monotonic() - start < 3:  # across at least two retirements
+            assert triton.infer("mlp", [tensor]).as_numpy("probabilities").shape == (1, 10)
+            calls += 1
+        triton.close()
+        assert calls > 10
