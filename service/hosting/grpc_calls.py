@@ -16,11 +16,12 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import grpc
 
+from service.hosting.body_budget import BodyBudget
 from service.hosting.http2 import hpack
 from service.hosting.http2.connection import Http2Connection
 from service.protocols.grpc_handlers import Method
@@ -37,6 +38,7 @@ _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 RESERVED = frozenset({"content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"})
 END = object()  # the end of a client's stream of requests
+BUDGETED_FROM = 64 * 1024  # a message declaring at least this many bytes holds them in the byte budget as it arrives
 INFLATED_ON_THE_LOOP = 256 * 1024  # a unary call's compressed message larger than this inflates in a thread
 QUEUED_REQUESTS = 64  # a client stream's requests decoded and waiting; past this its window is not reopened
 
@@ -136,6 +138,7 @@ class GrpcCall:
         self.started = False  # response headers sent
         self.ended = False  # the final status sent
         self._withheld = 0  # bytes read whose credit waits for the queue of requests to shrink
+        self._reserved = 0  # bytes of the message now arriving, held in the byte budget until it is whole
         self._buffer = bytearray()
         self._request: Any = None
         self._queue: asyncio.Queue[Any] | None = None
@@ -193,6 +196,9 @@ class GrpcCall:
         return None
 
     def data_received(self, data: memoryview, end_stream: bool) -> None:
+        """Messages out of the stream's bytes. One that declares ``BUDGETED_FROM`` bytes or more holds them in
+        ``--max-body-bytes-in-flight`` (shared with HTTP's bodies) while it arrives, or is refused at its first five
+        bytes when they would pass it, as HTTP refuses a body by its Content-Length."""
         if self._refused or self.ended:
             self.connection.credit(self.stream_id, len(data))
             return
@@ -209,7 +215,15 @@ class GrpcCall:
                 return self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"received message larger than max ({length} "
                                     f"vs. {limit} bytes, --grpc-max-message-bytes)")
             if len(buffer) < 5 + length:
+                budget = self.calls.budget
+                if budget is not None and length >= BUDGETED_FROM and not self._reserved:
+                    if not budget.take(length):
+                        if self.calls.on_refused is not None and self.context is not None:
+                            self.calls.on_refused(self.method.name if self.method else "", self.context)
+                        return self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, budget.refusal(length).message)
+                    self._reserved = length
                 break
+            self._release()
             message = bytes(buffer[5:5 + length]) if len(buffer) > 5 + length else bytes(memoryview(buffer)[5:])
             del buffer[:5 + length]
             if compressed and self._queue is None and len(message) > INFLATED_ON_THE_LOOP:
@@ -261,7 +275,13 @@ class GrpcCall:
             return
         await self._run(self.method.decode(inflated))
 
+    def _release(self) -> None:
+        if self._reserved and self.calls.budget is not None:
+            self.calls.budget.give(self._reserved)
+        self._reserved = 0
+
     def reset_received(self) -> None:
+        self._release()
         self.cancelled = True
         self._finish_timer()
         if self.task is not None and not self.task.done():
@@ -341,6 +361,7 @@ class GrpcCall:
         if self.ended:
             return
         self.ended = True
+        self._release()
         trailing = self.context.trailing if self.context is not None else ()
         ok = code == grpc.StatusCode.OK and not trailing
         block = OK_STATUS if ok else status_block(code, details, trailing)
@@ -355,6 +376,7 @@ class GrpcCall:
             return
         self._refused = True
         self._buffer.clear()
+        self._release()
         self._finish_timer()
         if self.task is not None and not self.task.done():
             self.task.cancel()
@@ -377,9 +399,12 @@ class GrpcCall:
 class GrpcCalls:
     """The methods served and the calls running, shared by every connection of one server."""
 
-    def __init__(self, methods: list[Method], max_message_bytes: int) -> None:
+    def __init__(self, methods: list[Method], max_message_bytes: int, budget: BodyBudget | None = None,
+                 on_refused: Callable[[str, ServicerContext], None] | None = None) -> None:
         self.methods = {m.path: m for m in methods}
         self.max_message_bytes = max_message_bytes
+        self.budget = budget  # --max-body-bytes-in-flight, for messages while they arrive
+        self.on_refused = on_refused  # counts and logs a call refused by the budget (method name, its context)
         self.running: set[asyncio.Task[None]] = set()
 
     def open(self, connection: Http2Connection, stream_id: int, headers: list[tuple[str, str]]) -> GrpcCall:

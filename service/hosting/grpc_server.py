@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from service.dataplane import DataPlane
@@ -41,10 +42,11 @@ class NNServeGrpcServer:
     """nnserve's own gRPC server: HTTP/2 connections on this event loop, each stream a call."""
 
     def __init__(self, methods: list[Method], max_message_bytes: int, max_connection_age_s: float = 0.0,
-                 grace_s: float = 30.0) -> None:
+                 grace_s: float = 30.0, budget: BodyBudget | None = None,
+                 on_refused: Callable[[str, Any], None] | None = None) -> None:
         from service.hosting.grpc_calls import GrpcCalls
 
-        self.calls = GrpcCalls(methods, max_message_bytes)
+        self.calls = GrpcCalls(methods, max_message_bytes, budget, on_refused)
         self.connections: set[Any] = set()
         self.listener: asyncio.Server | None = None
         self.max_connection_age_s = max_connection_age_s
@@ -112,7 +114,7 @@ async def start_grpc(plane: DataPlane, settings: Settings, access_log: AccessLog
 
         server = NNServeGrpcServer([m for d, s in services for m in service_methods(d, s)],
                                    settings.grpc_max_message_bytes, settings.grpc_max_connection_age_s,
-                                   settings.drain_timeout_s)
+                                   settings.drain_timeout_s, budget, services[0][1].refused_on_arrival)
         try:
             await server.start(settings.host, settings.grpc_port, reuse_port)
         except OSError as error:

@@ -22,7 +22,7 @@ import orjson
 from google.protobuf import json_format
 
 from service import repository_admin
-from service.dataplane import DataPlane, parse_version
+from service.dataplane import UNKNOWN, DataPlane, parse_version
 from service.errors import MalformedRequest, NNServeError, NotReady
 from service.hosting.access_log import AccessLogWriter, RequestIds
 from service.hosting.body_budget import BodyBudget
@@ -123,6 +123,17 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             raise
         finally:
             call.write()
+
+    def refused_on_arrival(self, method: str, context: Any) -> None:
+        """A call the transport refused while its message arrived (it would pass the byte budget), before any
+        method ran: counted and logged as an overload, like HTTP's bodies refused by their length."""
+        call = GrpcCall(method, context, self.ids, self.log)
+        context.set_trailing_metadata((("x-request-id", call.request_id),))
+        call.status = "RESOURCE_EXHAUSTED"
+        bound = self.plane.metrics.for_request(UNKNOWN, "", "grpc")
+        bound.reject("overload")
+        bound.count("overload", "429")
+        call.write()
 
     # -- health and metadata --------------------------------------------------------------------------------
     async def ServerLive(self, request: Any, context: Any) -> Any:

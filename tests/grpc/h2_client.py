@@ -61,6 +61,13 @@ def message(payload: bytes) -> bytes:
     return struct.pack(">BI", 0, len(payload)) + payload
 
 
+def data_frames(stream_id: int, body: bytes, end_stream: bool = False) -> bytes:
+    """``body`` as DATA frames of at most 16 KiB, the last one ending the stream if asked."""
+    pieces = [body[i:i + 16384] for i in range(0, len(body), 16384)] or [b""]
+    return b"".join(frame(DATA, END_STREAM if end_stream and i == len(pieces) - 1 else 0, stream_id, piece)
+                    for i, piece in enumerate(pieces))
+
+
 @dataclass
 class Answer:
     headers: list[list[tuple[str, str]]] = field(default_factory=list)

@@ -18,6 +18,7 @@ import tritonclient.grpc as tg
 from google.protobuf import descriptor_pb2
 from grpc import aio
 
+from service.hosting.http2.connection import END_HEADERS, HEADERS, frame
 from service.hosting.launcher import free_port, serve_subprocess
 from service.protocols.grpc_proto import (
     health_pb2,
@@ -28,6 +29,7 @@ from service.protocols.grpc_proto import (
     reflection_pb2_grpc,
 )
 from tests.grpc.conftest import GrpcServer, queue_resnet_work
+from tests.grpc.h2_client import H2Client, data_frames, grpc_headers, header_block, message
 from tests.service.conftest import metric_value
 
 HEAVY = np.zeros((64, 1, 28, 28), np.float32)
@@ -180,6 +182,22 @@ def test_grpc_requests_count_against_the_bytes_in_flight(grpc_repository: Path) 
         assert asyncio.run(_infer_all(f"127.0.0.1:{port}", 4)) == [grpc.StatusCode.OK] * 4  # all given back
         assert metric_value(httpx.get(f"{url}/metrics").text, "nnserve_requests_total", protocol="grpc",
                             outcome="overload") == len(refused)
+        # A 600 KB message holds its bytes from its first five: a second one arriving meanwhile is refused at once
+        # (as HTTP refuses a body by its Content-Length), and the first is answered once it is whole.
+        rows = np.zeros((190, 1, 28, 28), np.float32)
+        big = message(oip_pb2.ModelInferRequest(model_name="resnet", inputs=[
+            oip_pb2.ModelInferRequest.InferInputTensor(name="image", datatype="FP32", shape=list(rows.shape))],
+            raw_input_contents=[rows.tobytes()]).SerializeToString())
+        path = "/inference.GRPCInferenceService/ModelInfer"
+        client = H2Client(f"127.0.0.1:{port}")
+        client.send(frame(HEADERS, END_HEADERS, 1, header_block(grpc_headers(path))) + data_frames(1, big[:100_000]))
+        client.send(frame(HEADERS, END_HEADERS, 3, header_block(grpc_headers(path))) + data_frames(3, big[:1000]))
+        refused = client.answer(3)
+        assert refused.header("grpc-status") == "8", refused.headers
+        assert "--max-body-bytes-in-flight" in (refused.header("grpc-message") or "")
+        client.send(data_frames(1, big[100_000:], end_stream=True))
+        assert client.answer(1).header("grpc-status") == "0"
+        client.close()
         # One stream sending 200 requests (1.9 MB) as fast as it can is slowed down, not refused: the server
         # takes at most 64 of a stream's requests (600 KB) before answering them.
         errors = asyncio.run(_stream_all(f"127.0.0.1:{port}", 200))
