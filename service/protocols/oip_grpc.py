@@ -77,7 +77,7 @@ def status_of(error: NNServeError) -> grpc.StatusCode:
                       grpc.StatusCode.INTERNAL)
 
 
-class GrpcCall:
+class CallRecord:
     """One RPC's request id, access-log record and error mapping."""
 
     def __init__(self, method: str, context: Any, ids: RequestIds, log: AccessLogWriter | None) -> None:
@@ -109,8 +109,8 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         self.ids = RequestIds()
         self.peers = ActivePeers()
 
-    async def _answer(self, method: str, context: Any, handler: Callable[[GrpcCall], Awaitable[Any]]) -> Any:
-        call = GrpcCall(method, context, self.ids, self.log)
+    async def _answer(self, method: str, context: Any, handler: Callable[[CallRecord], Awaitable[Any]]) -> Any:
+        call = CallRecord(method, context, self.ids, self.log)
         context.set_trailing_metadata((("x-request-id", call.request_id),))
         try:
             return await handler(call)
@@ -127,7 +127,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
     def refused_on_arrival(self, method: str, context: Any) -> None:
         """A call the transport refused while its message arrived (it would pass the byte budget), before any
         method ran: counted and logged as an overload, like HTTP's bodies refused by their length."""
-        call = GrpcCall(method, context, self.ids, self.log)
+        call = CallRecord(method, context, self.ids, self.log)
         context.set_trailing_metadata((("x-request-id", call.request_id),))
         call.status = "RESOURCE_EXHAUSTED"
         bound = self.plane.metrics.for_request(UNKNOWN, "", "grpc")
@@ -153,7 +153,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         return oip_pb2.ServerMetadataResponse(**server_metadata())
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        async def handle(call: GrpcCall) -> Any:
+        async def handle(call: CallRecord) -> Any:
             served = self._model(request.name, request.version)
             view = model_metadata(served, sorted(self.plane.registry.models[served.name]))
             view.pop("parameters")
@@ -162,7 +162,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer("ModelMetadata", context, handle)
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:
-        async def handle(call: GrpcCall) -> Any:
+        async def handle(call: CallRecord) -> Any:
             served = self._model(request.name, request.version)
             view = triton_config(served, sorted(self.plane.registry.models[served.name]))
             config = json_format.ParseDict(view, oip_pb2.ModelConfig(), ignore_unknown_fields=True)
@@ -172,7 +172,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer("ModelConfig", context, handle)
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
-        async def handle(call: GrpcCall) -> Any:
+        async def handle(call: CallRecord) -> Any:
             if request.name:
                 name = self._model(request.name, request.version).name
                 versions = self.plane.registry.models[name]
@@ -187,7 +187,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         return self.plane.model(name, parse_version(version))
 
     # -- inference -------------------------------------------------------------------------------------------
-    async def _infer(self, call: GrpcCall, request: Any, context: Any) -> Any:
+    async def _infer(self, call: CallRecord, request: Any, context: Any) -> Any:
         with self.plane.call("grpc", call.record) as accounting:
             self.plane.require_accepting()
             # The request as it arrived, held until it is answered: counted with the HTTP bodies in flight (gRPC
@@ -219,7 +219,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         in_flight = asyncio.Semaphore(STREAM_IN_FLIGHT)
 
         async def one(request: Any) -> None:
-            call = GrpcCall("ModelStreamInfer", context, self.ids, self.log)
+            call = CallRecord("ModelStreamInfer", context, self.ids, self.log)
             try:
                 if isinstance(request, Malformed):
                     raise MalformedRequest(request.message)
@@ -259,7 +259,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- the model repository (admin) ------------------------------------------------------------------------
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        async def handle(call: GrpcCall) -> Any:
+        async def handle(call: CallRecord) -> Any:
             repository_admin.authorize(self.plane.settings, call.metadata.get("authorization"))
             rows = repository_admin.index(self.plane.repository)
             if request.ready:
@@ -270,7 +270,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer("RepositoryIndex", context, handle)
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        async def handle(call: GrpcCall) -> Any:
+        async def handle(call: CallRecord) -> Any:
             repository_admin.authorize(self.plane.settings, call.metadata.get("authorization"))
             if not self.plane.accepting:
                 raise NotReady("server is shutting down")
@@ -280,7 +280,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer("RepositoryModelLoad", context, handle)
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        async def handle(call: GrpcCall) -> Any:
+        async def handle(call: CallRecord) -> Any:
             repository_admin.authorize(self.plane.settings, call.metadata.get("authorization"))
             await repository_admin.unload(self.plane.repository, request.model_name)
             return oip_pb2.RepositoryModelUnloadResponse()
