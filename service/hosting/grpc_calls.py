@@ -310,8 +310,10 @@ class GrpcCall:
         self.task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
+        """A cancelled call (whether or not it had begun) is answered here: DEADLINE_EXCEEDED when its deadline
+        passed, UNAVAILABLE when the server stops it; nothing when the client cancelled it."""
         self.calls.running.discard(task)
-        if task.cancelled() and not self.ended:  # cancelled before it began: _run never saw it
+        if task.cancelled():
             if self.expired:
                 self._end(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
             elif not self.cancelled:
@@ -332,16 +334,10 @@ class GrpcCall:
             self._end(grpc.StatusCode.OK, "")
         except Aborted as abort:
             self._end(abort.code, abort.details)
-        except asyncio.CancelledError:
-            if self.expired:
-                self._end(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-            elif not self.cancelled:  # the server is stopping
-                self._end(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         except Exception as error:
             log.exception("gRPC %s failed", method.path, exc_info=error)
             self._end(grpc.StatusCode.UNKNOWN, f"Unexpected {type(error).__name__}: {error}")
-        finally:
-            self._finish_timer()
+        # cancelled: the task ends cancelled and _done answers
 
     def _send(self, response: Any) -> None:
         assert self.method is not None
@@ -362,6 +358,7 @@ class GrpcCall:
             return
         self.ended = True
         self._release()
+        self._finish_timer()
         trailing = self.context.trailing if self.context is not None else ()
         ok = code == grpc.StatusCode.OK and not trailing
         block = OK_STATUS if ok else status_block(code, details, trailing)
@@ -376,8 +373,6 @@ class GrpcCall:
             return
         self._refused = True
         self._buffer.clear()
-        self._release()
-        self._finish_timer()
         if self.task is not None and not self.task.done():
             self.task.cancel()
             self.cancelled = True

@@ -96,12 +96,12 @@ class H2Client:
             time.sleep(0.0005)
 
     def call(self, stream_id: int, headers: list[tuple[str, str]], body: bytes, huffman: bool = False) -> bytes:
-        """HEADERS (and CONTINUATIONs past 16 KiB), then the body as one DATA frame ending the stream."""
+        """HEADERS (and CONTINUATIONs past 16 KiB), then the body as DATA frames, the last ending the stream."""
         block = header_block(headers, huffman)
         chunks = [block[i:i + 16384] for i in range(0, len(block), 16384)]
         frames = [frame(HEADERS if i == 0 else CONTINUATION, END_HEADERS if i == len(chunks) - 1 else 0, stream_id,
                         chunk) for i, chunk in enumerate(chunks)]
-        return b"".join(frames) + frame(DATA, END_STREAM, stream_id, body)
+        return b"".join(frames) + data_frames(stream_id, body, end_stream=True)
 
     def read_frame(self) -> tuple[int, int, int, bytes]:
         while len(self.buffer) < 9 or len(self.buffer) < 9 + int.from_bytes(self.buffer[:3], "big"):

@@ -108,7 +108,6 @@ class Http2Connection(asyncio.Protocol):
         self._peer_frame_size = DEFAULT_FRAME_SIZE
         self._recv_credit = 0
         self._out: list[bytes | memoryview] = []
-        self._blocked: dict[int, Stream] = {}  # streams with output waiting for the connection window
         self._reset: dict[int, None] = {}  # streams reset lately (ordered: the oldest are forgotten first)
         self._write_paused = False
         self._drained: list[asyncio.Future[None]] = []
@@ -537,10 +536,8 @@ class Http2Connection(asyncio.Protocol):
                         sent += n
                         self._peer_window -= n
                         stream.send_window -= n
-                    if sent < size:
+                    if sent < size:  # the rest waits for a window (_send_waiting)
                         stream.outbox[0] = (kind, flags, view[sent:])
-                        if self._peer_window <= 0:
-                            self._blocked[stream.id] = stream
                         return
             stream.outbox.popleft()
         if stream.waiter is not None and not stream.waiter.done():
@@ -553,12 +550,9 @@ class Http2Connection(asyncio.Protocol):
         self._maybe_close(stream)
 
     def _send_waiting(self) -> None:
-        blocked, self._blocked = self._blocked, {}
-        for stream in blocked.values():
+        """A window opened: every stream with output waiting sends what it now may, oldest stream first."""
+        for stream in [s for s in self.streams.values() if s.outbox]:
             if stream.id in self.streams:
-                self._send_stream(stream)
-        for stream in list(self.streams.values()):
-            if stream.outbox and stream.id not in self._blocked:
                 self._send_stream(stream)
 
     def _maybe_close(self, stream: Stream) -> None:
@@ -568,7 +562,6 @@ class Http2Connection(asyncio.Protocol):
     def _forget(self, stream: Stream) -> None:
         stream.outbox.clear()
         stream.closed_local = True
-        self._blocked.pop(stream.id, None)
         if stream.waiter is not None and not stream.waiter.done():
             stream.waiter.set_result(None)
 
