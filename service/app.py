@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.dataplane import UNKNOWN, DataPlane
+from service.dataplane import DataPlane
 from service.hosting.access_log import AccessLogMiddleware, AccessLogWriter
 from service.hosting.body_budget import BodyAdmission, BodyBudget
 from service.hosting.grpc_server import start_grpc, stop_grpc
@@ -88,10 +88,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
 
     def refused(scope: Scope) -> None:
         path = scope["path"]
-        protocol = "predict" if path == "/predict" else "v2" if path.startswith("/v2/") else "http"
-        bound = metrics.for_request(UNKNOWN, "", protocol)
-        bound.reject("overload")
-        bound.count("overload", "429")
+        plane.refused_unread("predict" if path == "/predict" else "v2" if path.startswith("/v2/") else "http")
 
     app.front = AccessLogMiddleware(BodyAdmission(InferenceFastPath(app.framework, routers), budget, refused),
                                     access_log)

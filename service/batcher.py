@@ -7,9 +7,9 @@ and the config's ragged axes (their ``key``), so requests of different shapes ar
 ``max_queue_delay > 0`` it also waits for more. With the default delay of 0 a lone request never waits for
 company: batches form from what arrives while earlier batches compute. The exception is an item whose protocol
 expects ``company`` (other clients' requests coming shortly): the batch it starts waits up to ``COMPANY_WAIT_S``
-for that many more. gRPC needs it: Python's gRPC server accepts calls one at a time, so with dozens of clients
-each call still found an empty queue, and ran alone (docs/benchmarks.md). A model that cannot batch
-(``max_batch_size 0``) runs each item alone, outputs whole.
+for that many more. gRPC needs it: calls of separate clients arrive one at a time and a lone batch of a fast model
+computes at once, so with dozens of clients each call found an empty queue, and ran alone (docs/benchmarks.md).
+A model that cannot batch (``max_batch_size 0``) runs each item alone, outputs whole.
 
 Each batch is one backend call in a worker thread, off the event loop; outputs are split back by rows. A small
 batch of a fast model taken when nothing else is queued or computing is the exception (a lone request, in

@@ -177,6 +177,13 @@ class DataPlane:
         self.calls += 1
         return Call(self.metrics, protocol, record)
 
+    def refused_unread(self, protocol: str) -> None:
+        """A request refused before its body was read (it would pass the byte budget; its model unknown yet):
+        counted as an overload, every protocol alike."""
+        bound = self.metrics.for_request(UNKNOWN, "", protocol)
+        bound.reject("overload")
+        bound.count("overload", "429")
+
     def model(self, name: str, version: int | None = None) -> ServedModel:
         return self.registry.get(name, version)
 

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         "grpcio's grpc.aio; both serve the same methods")
     grpc_max_connection_age_s: float = Field(
         0.0, ge=0, description="a gRPC connection older than this is asked to go (GOAWAY; its calls finish) so that "
-        "clients reconnect, perhaps to another replica behind the same Service; 0 = never (nnserve's front only)")
+        "clients reconnect, perhaps to another replica behind the same Service; 0 = never")
     grpc_max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=4 * 1024 * 1024, description="largest gRPC message either way (gRPC's own default, "
         "4 MB, is less than a batch of 16 pictures of 3x224x224 FP32)")

@@ -26,14 +26,14 @@ from service.settings import Settings
 log = logging.getLogger("nnserve")
 
 
-def served_methods(plane: DataPlane, access_log: AccessLogWriter | None, budget: BodyBudget) -> list[Any]:
-    """(service descriptor, servicer) of every service: the inference service, health, reflection."""
+def served_services(plane: DataPlane, inference: Any) -> list[Any]:
+    """(service descriptor, servicer) of every service: the inference service (``inference``), health,
+    reflection."""
     from service.protocols.grpc_health import HealthServicer
     from service.protocols.grpc_proto import health_pb2, oip_pb2, reflection_pb2
     from service.protocols.grpc_reflection import ReflectionServicer
-    from service.protocols.oip_grpc import OipServicer
 
-    return [(oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], OipServicer(plane, access_log, budget)),
+    return [(oip_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], inference),
             (health_pb2.DESCRIPTOR.services_by_name["Health"], HealthServicer(plane)),
             (reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"], ReflectionServicer())]
 
@@ -105,7 +105,10 @@ async def start_grpc(plane: DataPlane, settings: Settings, access_log: AccessLog
                      budget: BodyBudget) -> Any | None:
     if not settings.grpc_port:
         return None
-    services = served_methods(plane, access_log, budget)
+    from service.protocols.oip_grpc import OipServicer
+
+    inference = OipServicer(plane, access_log, budget)
+    services = served_services(plane, inference)
     address = f"{settings.host}:{settings.grpc_port}"
     reuse_port = (settings.workers or 1) > 1
     server: Any
@@ -114,7 +117,7 @@ async def start_grpc(plane: DataPlane, settings: Settings, access_log: AccessLog
 
         server = NNServeGrpcServer([m for d, s in services for m in service_methods(d, s)],
                                    settings.grpc_max_message_bytes, settings.grpc_max_connection_age_s,
-                                   settings.drain_timeout_s, budget, services[0][1].refused_on_arrival)
+                                   settings.drain_timeout_s, budget, inference.refused_on_arrival)
         try:
             await server.start(settings.host, settings.grpc_port, reuse_port)
         except OSError as error:

@@ -22,7 +22,7 @@ import orjson
 from google.protobuf import json_format
 
 from service import repository_admin
-from service.dataplane import UNKNOWN, DataPlane, parse_version
+from service.dataplane import DataPlane, parse_version
 from service.errors import MalformedRequest, NNServeError, NotReady
 from service.hosting.access_log import AccessLogWriter, RequestIds
 from service.hosting.body_budget import BodyBudget
@@ -109,9 +109,14 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         self.ids = RequestIds()
         self.peers = ActivePeers()
 
-    async def _answer(self, method: str, context: Any, handler: Callable[[CallRecord], Awaitable[Any]]) -> Any:
+    def _record(self, method: str, context: Any) -> CallRecord:
+        """A call's record, its request id echoed in the trailing metadata."""
         call = CallRecord(method, context, self.ids, self.log)
         context.set_trailing_metadata((("x-request-id", call.request_id),))
+        return call
+
+    async def _answer(self, method: str, context: Any, handler: Callable[[CallRecord], Awaitable[Any]]) -> Any:
+        call = self._record(method, context)
         try:
             return await handler(call)
         except NNServeError as error:
@@ -127,12 +132,9 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
     def refused_on_arrival(self, method: str, context: Any) -> None:
         """A call the transport refused while its message arrived (it would pass the byte budget), before any
         method ran: counted and logged as an overload, like HTTP's bodies refused by their length."""
-        call = CallRecord(method, context, self.ids, self.log)
-        context.set_trailing_metadata((("x-request-id", call.request_id),))
+        call = self._record(method, context)
         call.status = "RESOURCE_EXHAUSTED"
-        bound = self.plane.metrics.for_request(UNKNOWN, "", "grpc")
-        bound.reject("overload")
-        bound.count("overload", "429")
+        self.plane.refused_unread("grpc")
         call.write()
 
     # -- health and metadata --------------------------------------------------------------------------------
