@@ -11,11 +11,18 @@ for that many more. gRPC needs it: calls of separate clients arrive one at a tim
 computes at once, so with dozens of clients each call found an empty queue, and ran alone (docs/benchmarks.md).
 A model that cannot batch (``max_batch_size 0``) runs each item alone, outputs whole.
 
-Each batch is one backend call in a worker thread, off the event loop; outputs are split back by rows. A small
-batch of a fast model taken when nothing else is queued or computing is the exception (a lone request, in
-practice): it runs in the event loop, as the simplest server would, and skips the two thread hand-offs (on the
-order of 0.1–0.2 ms, more than the MLP's own compute; docs/benchmarks.md). Company that arrived before the batch
-was taken still joins it, and under load the queue is not empty, so batches keep computing off the loop. An item
+Each batch is one backend call in a worker thread, off the event loop; outputs are split back by rows. Two
+exceptions run a batch in the event loop instead, as the simplest server would, skipping the two thread hand-offs
+(on the order of 0.1–0.2 ms, more than the MLP's own compute; docs/benchmarks.md); both judge a batch by the
+model's recent compute time per row:
+- A small batch of a fast model taken when nothing else is queued or computing (a lone request, in practice).
+  Company that arrived before the batch was taken still joins it.
+- Any batch expected to take at most ``inline_s``, which the registry sets (``service.loading``) where the model's
+  compute and the event loop share one core anyway: one onnxruntime thread, one batch at a time, as many server
+  processes as cores (the default on CPU). A thread there buys no overlap, only hand-offs and a compute thread
+  the event loop preempts; in the loop the next bodies wait in the socket meanwhile (docs/benchmarks.md: the
+  imported 3x224x224 classifier 1.05x). ``inline_s`` bounds how long other requests of the process wait.
+An item
 still queued at its deadline gets ``DeadlineExceeded`` and is never computed; once its batch is taken, the
 deadline no longer applies (a computed result is never thrown away).
 
@@ -42,7 +49,7 @@ from service.activity import ActivityBoard
 from service.backends import Tensors
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 
-INLINE_MAX_S = 0.001  # a lone request computes in the event loop only if small batches take less than this
+INLINE_MAX_S = 0.001  # a lone request computes in the event loop only if expected to take less than this
 INLINE_MAX_ROWS = 4  # ... and only if it is small itself
 COMPANY_WAIT_S = 0.001  # the longest a batch waits for the company its first item expects
 
@@ -102,6 +109,7 @@ class Batcher:
         name: str = "model",
         run_alone: Callable[[Tensors], Tensors] | None = None,
         board: ActivityBoard | None = None,
+        inline_s: float = 0.0,
     ) -> None:
         self._run = run
         self._run_alone = run_alone if board is not None else None
@@ -120,7 +128,8 @@ class Batcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
-        self._small_batch_s = float("inf")  # recent compute time of batches of a few rows (unknown at first)
+        self._inline_s = inline_s  # the longest batch computed in the event loop whatever else is queued
+        self._row_s = float("inf")  # recent compute time per row (unknown at first: the first batch is measured)
         self._computing = 0  # batches taken and not yet computed
 
     def start(self) -> None:
@@ -174,11 +183,15 @@ class Batcher:
 
     def _computed(self, total: int, seconds: float, compute_s: float, alone: bool) -> None:
         self._observer.computed(total, seconds, alone)
-        if total <= INLINE_MAX_ROWS:  # what a lone request costs: whether the next one runs inline
-            # the model's own time, not the thread hand-off's (which a busy machine makes long: it would then
-            # keep every request off the loop for good)
-            known = self._small_batch_s if self._small_batch_s != float("inf") else compute_s
-            self._small_batch_s = 0.8 * known + 0.2 * compute_s
+        # the model's own time, not the thread hand-off's (which a busy machine makes long: it would then keep
+        # every batch off the loop for good)
+        per_row = compute_s / total
+        self._row_s = per_row if self._row_s == float("inf") else 0.8 * self._row_s + 0.2 * per_row
+
+    def _inline(self, idle: bool, total: int) -> bool:
+        """Whether a batch of ``total`` rows computes in the event loop (module doc)."""
+        expected = total * self._row_s
+        return expected <= self._inline_s or (idle and total <= INLINE_MAX_ROWS and expected < INLINE_MAX_S)
 
     def _timed_run(self, merged: Tensors, alone: bool = False) -> tuple[Tensors, float]:
         """Run on the batch session, or on the lone one (``alone``); tell the other processes (module doc)."""
@@ -309,8 +322,8 @@ class Batcher:
         alone = idle and len(live) == 1 and self._run_alone is not None and \
             self._board.calm(id(self))  # type: ignore[union-attr]
         try:
-            if idle and total <= INLINE_MAX_ROWS and self._small_batch_s < INLINE_MAX_S:
-                outputs, compute_s = self._timed_run(merged, alone)  # quick: no thread hand-off (module doc)
+            if self._inline(idle, total):
+                outputs, compute_s = self._timed_run(merged, alone)  # no thread hand-off (module doc)
             else:
                 outputs, compute_s = await loop.run_in_executor(self._executor, self._timed_run, merged, alone)
             release()

@@ -7,6 +7,10 @@ Batching: a config's ``max_batch_size`` is obeyed (and a model that does not kee
 batch sizes 1 and 3 is refused). Left out, a model batches, up to the server's ``--max-batch-size``, when every
 input and output has an open first axis and that probe passes; otherwise it runs one request at a time, and
 ``BatchPolicy.reason`` says why.
+
+Where the model's compute and the event loop share one core anyway (one onnxruntime thread, one batch at a time,
+as many server processes as usable cores, on the CPU: ``nnserve serve``'s default), its batches of up to
+``INLINE_SATURATED_S`` of compute run in the event loop (``BatchPolicy.inline_s``; ``service.batcher``).
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from service.backends import Backend, RuntimeOptions, build_backend
-from service.backends.onnx import CUDA, ProviderUnavailable
+from service.backends.onnx import CPU, CUDA, ProviderUnavailable
 from service.config import PLATFORMS, ModelConfig, RuntimeConfig, read_config_file
 from service.config_from_graph import ConfigError, batch_blocker, complete_config
 from service.errors import ModelLoadFailed
 from service.report import TrainingReport
 from service.repository import MODEL_FILE, sha256_of
 from service.samples import SampleIndex
-from service.settings import Settings
+from service.settings import Settings, usable_cpus
 from service.warmup import batching_problem, describe_feeds, example_feeds
 
 
@@ -38,6 +42,7 @@ class BatchPolicy:
     concurrency: int
     timeout_s: float
     reason: str  # how it was decided
+    inline_s: float = 0.0  # the longest batch computed in the event loop whatever is queued (module doc)
 
     @property
     def batching(self) -> bool:
@@ -137,7 +142,19 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
         concurrency=b.concurrency or settings.batch_concurrency,
         timeout_s=(b.request_timeout_ms or settings.request_timeout_ms) / 1000,
         reason=reason,
+        inline_s=INLINE_SATURATED_S if _shares_a_core(backend, b.concurrency or settings.batch_concurrency,
+                                                      settings) else 0.0,
     )
+
+
+INLINE_SATURATED_S = 0.05  # how long other requests of a process may wait for a batch computing in its loop
+
+
+def _shares_a_core(backend: Backend, concurrency: int, settings: Settings) -> bool:
+    """Whether the model's compute and the event loop of a process share one core's worth of CPU (module doc)."""
+    runtime = backend.describe()
+    return runtime.get("providers", [CUDA])[:1] == [CPU] and runtime.get("intra_op_threads") == 1 and \
+        concurrency == 1 and (settings.workers or 1) >= usable_cpus()
 
 
 def _warmup_sizes(settings: Settings, policy: BatchPolicy, backend: Backend) -> list[int]:

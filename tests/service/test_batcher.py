@@ -223,17 +223,17 @@ async def test_a_cancelled_queued_request_frees_its_place() -> None:
     await batcher.stop()
 
 
-def threaded(run_delay: float) -> tuple[Batcher, Recorder, list[int]]:
-    """A batcher whose model records the thread it ran on."""
+def threaded(run_delay: float, inline_s: float = 0.0, per_row: bool = False) -> tuple[Batcher, Recorder, list[int]]:
+    """A batcher whose model records the thread it ran on; it takes ``run_delay``, or that per row."""
     recorder, threads = Recorder(), []
 
     def run(feeds: Tensors) -> Tensors:
         threads.append(threading.get_ident())
-        time.sleep(run_delay)
+        time.sleep(run_delay * (len(feeds["x"]) if per_row else 1))
         return {"y": feeds["x"][:, :1]}
 
     batcher = Batcher(run, ThreadPoolExecutor(2), recorder, max_batch_size=8, max_queue_delay_s=0.0,
-                      max_queue_size=64, concurrency=1)
+                      max_queue_size=64, concurrency=1, inline_s=inline_s)
     return batcher, recorder, threads
 
 
@@ -258,6 +258,33 @@ async def test_a_slow_model_never_runs_in_the_event_loop() -> None:
     for _ in range(4):
         await batcher.submit(item(1), 1, 5)
     assert threading.get_ident() not in threads
+    await batcher.stop()
+
+
+async def test_where_compute_shares_a_core_batches_under_load_compute_in_the_event_loop() -> None:
+    """``inline_s`` (service.loading: one onnxruntime thread, a process per core): with requests queued behind
+    them, batches of a model taking 2 ms a row compute in the loop, each request still answered with its own
+    rows; without it they go to a thread."""
+    for inline_s, in_loop in ((0.05, True), (0.0, False)):
+        batcher, recorder, threads = threaded(0.002, inline_s=inline_s, per_row=True)
+        batcher.start()
+        await batcher.submit(item(0), 1, 5)  # the first is measured off the loop
+        assert threads[-1] != threading.get_ident()
+        results = await asyncio.gather(*[batcher.submit(item(i, n=1 + i % 3), 1 + i % 3, 5) for i in range(12)])
+        assert [r["y"][:, 0].tolist() for r in results] == [[i] * (1 + i % 3) for i in range(12)]
+        assert len(recorder.batches) > 2  # several batches, each taken with others queued behind it
+        assert all((t == threading.get_ident()) == in_loop for t in threads[1:]), (inline_s, threads)
+        await batcher.stop()
+
+
+async def test_a_batch_expected_to_outlast_inline_s_computes_off_the_loop() -> None:
+    batcher, _, threads = threaded(0.004, inline_s=0.01, per_row=True)  # 4 ms a row
+    batcher.start()
+    await batcher.submit(item(1), 1, 5)  # measured off the loop: 4 ms a row
+    await batcher.submit(item(2), 1, 5)
+    assert threads[-1] == threading.get_ident()  # 4 ms expected: in the loop
+    await batcher.submit(item(3, n=8), 8, 5)
+    assert threads[-1] != threading.get_ident()  # 32 ms expected: a thread
     await batcher.stop()
 
 

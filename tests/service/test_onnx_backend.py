@@ -115,6 +115,31 @@ def test_a_model_config_overrides_the_servers_runtime_settings(models_dir: Path,
     assert (runtime["intra_op_threads"], runtime["lone_request_threads"], runtime["memory_arena"]) == (2, 0, True)
 
 
+def test_batches_compute_in_the_event_loop_only_where_compute_and_loop_share_a_core(models_dir: Path,
+                                                                                    tmp_path: Path) -> None:
+    """One onnxruntime thread, one batch at a time and a process per core (``nnserve serve``'s default on the
+    CPU): batches of up to 50 ms compute in the event loop; with threads to spare, a second batch slot or fewer
+    processes than cores, only a lone quick request does."""
+    import shutil
+
+    from service.loading import INLINE_SATURATED_S, load_version
+    from service.settings import usable_cpus
+
+    folder = tmp_path / "mlp" / "1"
+    shutil.copytree(newest(models_dir, "mlp").parent, folder)
+    cores = usable_cpus()
+    shared = Settings(providers="cpu", workers=cores, warmup_batch_sizes=[1])
+    assert shared.onnxruntime_threads() == 1
+    assert load_version(folder, "mlp", 1, shared).policy.inline_s == INLINE_SATURATED_S == 0.05
+    for spare in (shared.model_copy(update={"batch_concurrency": 2}),
+                  shared.model_copy(update={"intra_op_threads": 2}),
+                  shared.model_copy(update={"workers": cores, "intra_op_threads": 0})):
+        assert load_version(folder, "mlp", 1, spare).policy.inline_s == 0
+    if cores > 1:  # fewer processes than cores: the loop and the compute thread run side by side
+        fewer = shared.model_copy(update={"workers": 1, "intra_op_threads": 1})
+        assert load_version(folder, "mlp", 1, fewer).policy.inline_s == 0
+
+
 def test_on_cuda_every_batch_size_is_warmed(models_dir: Path) -> None:
     """cuDNN picks its algorithms on each new input shape's first run (34 ms a size for the ResNet on an H200):
     a model on CUDA is warmed at every batch size a batcher can make, on the CPU at the configured few."""

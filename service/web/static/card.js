@@ -101,7 +101,10 @@ function runtimeView(card) {
     ["loaded and warmed in", `${card.load_seconds} s`],
     ["batching", b.max_batch_size ? `dynamic, up to ${b.max_batch_size} per call` : "one request at a time"],
     ["why", b.reason], ["queue", `${b.max_queue_size} samples`], ["longest wait for company", `${b.max_queue_delay_ms} ms`],
-    ["request timeout", `${b.request_timeout_ms} ms`], ["served versions", card.versions.join(", ")],
+    ["request timeout", `${b.request_timeout_ms} ms`],
+    ["computed in the event loop", b.in_event_loop_up_to_ms ? `batches of up to ${b.in_event_loop_up_to_ms} ms`
+      : "a lone quick request only"],
+    ["served versions", card.versions.join(", ")],
   ]);
 }
 
