@@ -10,7 +10,8 @@ input and output has an open first axis and that probe passes; otherwise it runs
 
 Where the model's compute and the event loop share one core anyway (one onnxruntime thread, one batch at a time,
 as many server processes as usable cores, on the CPU: ``nnserve serve``'s default), its batches of up to
-``INLINE_SATURATED_S`` of compute run in the event loop (``BatchPolicy.inline_s``; ``service.batcher``).
+``INLINE_SATURATED_S`` of compute run in the event loop (``BatchPolicy.inline_s``; ``service.batcher``);
+``--event-loop-compute-ms`` sets that bound for every model instead.
 """
 
 from __future__ import annotations
@@ -142,12 +143,17 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
         concurrency=b.concurrency or settings.batch_concurrency,
         timeout_s=(b.request_timeout_ms or settings.request_timeout_ms) / 1000,
         reason=reason,
-        inline_s=INLINE_SATURATED_S if _shares_a_core(backend, b.concurrency or settings.batch_concurrency,
-                                                      settings) else 0.0,
+        inline_s=_inline_s(backend, b.concurrency or settings.batch_concurrency, settings),
     )
 
 
 INLINE_SATURATED_S = 0.05  # how long other requests of a process may wait for a batch computing in its loop
+
+
+def _inline_s(backend: Backend, concurrency: int, settings: Settings) -> float:
+    if settings.event_loop_compute_ms is not None:
+        return settings.event_loop_compute_ms / 1000
+    return INLINE_SATURATED_S if _shares_a_core(backend, concurrency, settings) else 0.0
 
 
 def _shares_a_core(backend: Backend, concurrency: int, settings: Settings) -> bool:

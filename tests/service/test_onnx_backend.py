@@ -138,6 +138,10 @@ def test_batches_compute_in_the_event_loop_only_where_compute_and_loop_share_a_c
     if cores > 1:  # fewer processes than cores: the loop and the compute thread run side by side
         fewer = shared.model_copy(update={"workers": 1, "intra_op_threads": 1})
         assert load_version(folder, "mlp", 1, fewer).policy.inline_s == 0
+    for given in (0.0, 7.5):  # --event-loop-compute-ms: as given, whatever the cores
+        for settings in (shared, shared.model_copy(update={"batch_concurrency": 2})):
+            chosen = settings.model_copy(update={"event_loop_compute_ms": given})
+            assert load_version(folder, "mlp", 1, chosen).policy.inline_s == given / 1000
 
 
 def test_on_cuda_every_batch_size_is_warmed(models_dir: Path) -> None:
