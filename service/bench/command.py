@@ -131,7 +131,7 @@ def run_matrix(server: Server, args: argparse.Namespace, models: list[str], roun
     return sorted(rows, key=lambda r: models.index(r.model))
 
 
-def table(rows: list[Row], raw_best: dict[str, tuple[float, int]], unbatched: dict[tuple[str, str, int], Row],
+def table(rows: list[Row], raw_best: dict[str, tuple[float, str]], unbatched: dict[tuple[str, str, int], Row],
           reference: dict[tuple[str, str, int], Row]) -> str:
     head = ["model", "protocol", "conc.", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99/p50", "errors",
             "mean batch", "batches >1", "raw ORT samples/s (batch)", "% of raw", "server CPU", "client CPU",
@@ -184,8 +184,8 @@ def bench(args: argparse.Namespace) -> int:
     for name in models:
         model = loaded[name] = newest(args.repository, name)
         result = raw_throughput(model, samples(model, args.data_dir, 1)[0].tensors, seconds=args.raw_seconds)
-        batch = max(result, key=lambda b: result[b])
-        raw_best[name] = (result[batch], batch)
+        best = max(result, key=lambda b: result[b])
+        raw_best[name] = (result[best], best)
         print(f"  {name:7} " + "  ".join(f"b{b}: {v:,.0f}" for b, v in result.items()), flush=True)
 
     unbatched: dict[tuple[str, str, int], Row] = {}

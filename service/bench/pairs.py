@@ -23,7 +23,7 @@ def variant_pairs(models: dict[str, LoadedVersion]) -> list[tuple[str, str]]:
     return found
 
 
-def pair_table(rows: list[Measured], pairs: list[tuple[str, str]], raw_best: dict[str, tuple[float, int]]) -> str:
+def pair_table(rows: list[Measured], pairs: list[tuple[str, str]], raw_best: dict[str, tuple[float, str]]) -> str:
     by_cell: dict[tuple[str, str, int], list[Measured]] = defaultdict(list)
     for row in rows:
         by_cell[(row.model, row.protocol, row.concurrency)].append(row)
