@@ -153,7 +153,31 @@ def summary(source: Path, loaded: LoadedVersion) -> str:
             "taken as probabilities; --scores logits if they are logits"
         lines.append(f"  labels      {len(c.labels)} on output '{c.output}' ({kind})")
     lines.append(f"  warm-up     {loaded.warmup} (loaded and warmed in {loaded.load_seconds:.2f} s)")
+    if policy.batching and policy.max_batch_size > 1:
+        lines.append(f"  speed       {batching_speed(loaded)}")
     return "\n".join(lines)
+
+
+BATCHING_PAYS = 1.1  # batch 8 must compute this many times batch 1's samples/s for combining requests to pay
+
+
+def batching_speed(loaded: LoadedVersion, seconds: float = 0.3) -> str:
+    """Batch 1 against batch 8 on one onnxruntime thread, what each process of the default server on the CPU
+    runs, and whether combining requests pays there: for some models it does not (docs/benchmarks.md: the
+    PP-LCNet orientation model computes 8 pictures slower per picture than one, and serves 1.1x more with
+    ``max_batch_size`` 1)."""
+    from service.bench.inprocess import cpu_session, samples_per_s
+    from service.warmup import example_feeds
+
+    session = cpu_session(loaded.folder / MODEL_FILE, threads=1)
+    signature = loaded.backend.signature
+    rates = {rows: samples_per_s(session, example_feeds(loaded.config, signature, rows), rows, seconds)
+             for rows in (1, 8)}
+    gain = rates[8] / rates[1]
+    verdict = f"combining requests pays ({gain:.2f}x)" if gain >= BATCHING_PAYS else \
+        f"combining requests does not pay ({gain:.2f}x): imported with --max-batch-size 1 it would serve more"
+    return (f"one onnxruntime thread (a default server process's): batch 1 {rates[1]:,.0f} samples/s, batch 8 "
+            f"{rates[8]:,.0f}; {verdict}")
 
 
 def _describe_processor(config: ModelConfig) -> str:

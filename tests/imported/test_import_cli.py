@@ -6,6 +6,7 @@ dropped into the repository with no config serves, its config completed from the
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -43,12 +44,15 @@ def test_import_prints_what_it_inferred_and_publishes_the_next_version(tmp_path:
     assert "output      a_max FP64 [-1]" in out and "open axes   a: [0]" in out
     assert "batching    dynamic, up to the server's --max-batch-size" in out
     assert "warm-up     a [1, 3], b [1, 2]" in out
+    assert re.search(r"speed       one onnxruntime thread \(a default server process's\): batch 1 [\d,]+ "
+                     r"samples/s, batch 8 [\d,]+; combining requests (pays|does not pay) \(\d+\.\d\dx\)", out), out
     assert files_under(repository) == ["multi", "multi/1", "multi/1/config.json", "multi/1/model.onnx"]
     config = json.loads((repository / "multi" / "1" / "config.json").read_text())
     assert config["inputs"][1] == {"name": "b", "datatype": "INT64", "shape": [-1, 2]} and "version" not in config
     second = nnserve("import", source, "--name", "multi", "--repository", repository, "--max-batch-size", "0")
     assert second.returncode == 0 and "published multi version 2" in second.stdout
     assert "batching    none, one request at a time: max_batch_size in config.json" in second.stdout
+    assert "speed" not in second.stdout  # nothing to combine
 
 
 def test_import_with_labels_and_a_preset_of_a_real_classifier(tmp_path: Path) -> None:
