@@ -14,17 +14,18 @@ A model that cannot batch (``max_batch_size 0``) runs each item alone, outputs w
 Each batch is one backend call in a worker thread, off the event loop; outputs are split back by rows. Two
 exceptions run a batch in the event loop instead, as the simplest server would, skipping the two thread hand-offs
 (on the order of 0.1–0.2 ms, more than the MLP's own compute; docs/benchmarks.md); both judge a batch by the
-model's recent compute time per row:
+model's recent compute time:
 - A small batch of a fast model taken when nothing else is queued or computing (a lone request, in practice).
   Company that arrived before the batch was taken still joins it.
-- Any batch expected to take at most ``inline_s``, which the registry sets (``service.loading``) where the model's
-  compute and the event loop share one core anyway: one onnxruntime thread, one batch at a time, as many server
-  processes as cores (the default on CPU). A thread there buys no overlap, only hand-offs and a compute thread
-  the event loop preempts; in the loop the next bodies wait in the socket meanwhile (docs/benchmarks.md: the
-  imported 3x224x224 classifier 1.05x). ``inline_s`` bounds how long other requests of the process wait.
-An item
-still queued at its deadline gets ``DeadlineExceeded`` and is never computed; once its batch is taken, the
-deadline no longer applies (a computed result is never thrown away).
+- Any batch expected (from the recent time per input element on the session that will run it) to take at most
+  ``inline_s``, which the registry sets (``service.loading``) where the model's compute and the event loop share
+  one core anyway: one onnxruntime thread, one batch at a time, as many server processes as cores (the default
+  on CPU). A thread there buys no overlap, only hand-offs and a compute thread the event loop preempts; in the
+  loop the next bodies wait in the socket meanwhile (docs/benchmarks.md: the imported 3x224x224 classifier
+  1.11x). ``inline_s`` bounds how long other requests of the process wait.
+
+An item still queued at its deadline gets ``DeadlineExceeded`` and is never computed; once its batch is taken,
+the deadline no longer applies (a computed result is never thrown away).
 
 A batch of one request taken while nothing else computes, here or in the server's other processes, runs on the
 model's lone session where it has one (``run_alone``: every core, threads spinning), everything else on the batch
@@ -49,7 +50,7 @@ from service.activity import ActivityBoard
 from service.backends import Tensors
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 
-INLINE_MAX_S = 0.001  # a lone request computes in the event loop only if expected to take less than this
+INLINE_MAX_S = 0.001  # a lone request computes in the event loop only if small batches take less than this
 INLINE_MAX_ROWS = 4  # ... and only if it is small itself
 COMPANY_WAIT_S = 0.001  # the longest a batch waits for the company its first item expects
 
@@ -129,7 +130,10 @@ class Batcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
         self._inline_s = inline_s  # the longest batch computed in the event loop whatever else is queued
-        self._row_s = float("inf")  # recent compute time per row (unknown at first: the first batch is measured)
+        self._small_batch_s = float("inf")  # recent compute time of batches of a few rows (unknown at first)
+        # recent compute time per input element, on the batch session (False) and on the lone one (True): a row's
+        # cost varies with its shape (open axes, a model that does not batch), and the lone session has every core
+        self._element_s = {False: float("inf"), True: float("inf")}
         self._computing = 0  # batches taken and not yet computed
 
     def start(self) -> None:
@@ -181,17 +185,21 @@ class Batcher:
         return error if isinstance(error, InferenceFailed) else InferenceFailed(
             f"model {self.name}: the backend failed on a batch of {total}: {error}")
 
-    def _computed(self, total: int, seconds: float, compute_s: float, alone: bool) -> None:
+    def _computed(self, total: int, elements: int, seconds: float, compute_s: float, alone: bool) -> None:
         self._observer.computed(total, seconds, alone)
         # the model's own time, not the thread hand-off's (which a busy machine makes long: it would then keep
         # every batch off the loop for good)
-        per_row = compute_s / total
-        self._row_s = per_row if self._row_s == float("inf") else 0.8 * self._row_s + 0.2 * per_row
+        if total <= INLINE_MAX_ROWS:  # what a lone request costs: whether the next one runs inline when idle
+            known = self._small_batch_s if self._small_batch_s != float("inf") else compute_s
+            self._small_batch_s = 0.8 * known + 0.2 * compute_s
+        per_element = compute_s / max(elements, 1)
+        known = self._element_s[alone]
+        self._element_s[alone] = per_element if known == float("inf") else 0.8 * known + 0.2 * per_element
 
-    def _inline(self, idle: bool, total: int) -> bool:
-        """Whether a batch of ``total`` rows computes in the event loop (module doc)."""
-        expected = total * self._row_s
-        return expected <= self._inline_s or (idle and total <= INLINE_MAX_ROWS and expected < INLINE_MAX_S)
+    def _inline(self, idle: bool, total: int, elements: int, alone: bool) -> bool:
+        """Whether a batch computes in the event loop (module doc)."""
+        return elements * self._element_s[alone] <= self._inline_s or (
+            idle and total <= INLINE_MAX_ROWS and self._small_batch_s < INLINE_MAX_S)
 
     def _timed_run(self, merged: Tensors, alone: bool = False) -> tuple[Tensors, float]:
         """Run on the batch session, or on the lone one (``alone``); tell the other processes (module doc)."""
@@ -322,7 +330,8 @@ class Batcher:
         alone = idle and len(live) == 1 and self._run_alone is not None and \
             self._board.calm(id(self))  # type: ignore[union-attr]
         try:
-            if self._inline(idle, total):
+            elements = sum(int(a.size) for a in merged.values())
+            if self._inline(idle, total, elements, alone):
                 outputs, compute_s = self._timed_run(merged, alone)  # no thread hand-off (module doc)
             else:
                 outputs, compute_s = await loop.run_in_executor(self._executor, self._timed_run, merged, alone)
@@ -334,7 +343,7 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_exception(failure)
             return
-        self._computed(total, time.perf_counter() - start, compute_s, alone)
+        self._computed(total, elements, time.perf_counter() - start, compute_s, alone)
         if not self.max_batch_size:
             if not live[0].future.done():
                 live[0].future.set_result(outputs)

@@ -68,10 +68,10 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(1024, ge=1, description="samples waiting per model before 429")
     batch_concurrency: int = Field(1, ge=1, description="batches of one model computing at once")
     event_loop_compute_ms: float | None = Field(
-        None, ge=0, description="the longest batch (expected compute) a process runs in its event loop whatever "
-        "is queued; default: 50 where each process's compute and event loop share one core (one onnxruntime "
-        "thread, one batch at a time, a process per usable core: service.loading), else 0 (a lone quick request "
-        "only)")
+        None, ge=0, allow_inf_nan=False, description="the longest batch (expected compute) a process runs in its "
+        "event loop whatever is queued; default: 50 where each process's compute and event loop share one core (one "
+        "onnxruntime thread, one batch at a time, a process per usable core: service.loading), else 0 (a lone quick "
+        "request only)")
     request_timeout_ms: float = Field(10_000, gt=0, description="a request still queued after this gets 504")
     warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
 

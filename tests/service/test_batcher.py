@@ -288,6 +288,66 @@ async def test_a_batch_expected_to_outlast_inline_s_computes_off_the_loop() -> N
     await batcher.stop()
 
 
+def timed(cost: Callable[[np.ndarray], float]) -> tuple[Callable[[Tensors], Tensors], list[tuple[int, bool]]]:
+    """A model that sleeps ``cost(x)`` and records (rows, whether it ran on the event loop's thread)."""
+    log: list[tuple[int, bool]] = []
+    loop_thread = threading.get_ident()
+
+    def run(feeds: Tensors) -> Tensors:
+        time.sleep(cost(feeds["x"]))
+        log.append((len(feeds["x"]), threading.get_ident() == loop_thread))
+        return {"y": feeds["x"][:, :1]}
+    return run, log
+
+
+async def test_the_lone_sessions_speed_does_not_decide_for_the_batch_session(tmp_path: Path) -> None:
+    """The lone session has every core: after quiet lone requests, the first burst's batch on the one-thread batch
+    session is judged by the batch session's own time (here 80 ms against a 10 ms bound: off the loop)."""
+    run, log = timed(lambda x: 0.020 * len(x))
+    alone, alone_log = timed(lambda x: 0.002 * len(x))
+    batcher = Batcher(run, ThreadPoolExecutor(2), Recorder(), max_batch_size=8, max_queue_delay_s=0.0,
+                      max_queue_size=64, concurrency=1, run_alone=alone, board=ActivityBoard(None), inline_s=0.01)
+    batcher.start()
+    await batcher.submit(item(0), 1, 5)  # measured on the batch session: 20 ms a row
+    for _ in range(3):
+        await asyncio.sleep(0.06)  # quiet: the board lets the lone session run
+        await batcher.submit(item(1), 1, 5)
+    assert len(alone_log) >= 2 and alone_log[-1][1]  # 2 ms on the lone session: in the loop
+    await asyncio.gather(*[batcher.submit(item(i), 1, 5) for i in range(4)])
+    assert all(not on_loop for rows, on_loop in log if rows > 1), log
+    await batcher.stop()
+
+
+async def test_a_lone_request_is_judged_by_small_batches_not_by_the_time_per_row_of_full_ones() -> None:
+    """20 ms a call plus 0.1 ms a row: full batches make a row look cheap, but a lone request still costs 20 ms,
+    over the 1 ms a lone request may take in the loop."""
+    run, log = timed(lambda x: 0.020 + 0.0001 * len(x))
+    batcher = Batcher(run, ThreadPoolExecutor(2), Recorder(), max_batch_size=64, max_queue_delay_s=0.0,
+                      max_queue_size=1024, concurrency=1)
+    batcher.start()
+    for _ in range(10):
+        await asyncio.gather(*[batcher.submit(item(1, n=64), 64, 5) for _ in range(2)])
+    for _ in range(2):  # the first measures what a small batch costs, the second is judged by it
+        await batcher.submit(item(2, n=2), 2, 5)
+        assert log[-1] == (2, False)
+    await batcher.stop()
+
+
+async def test_a_large_input_is_judged_by_its_size_not_by_the_count_of_its_rows() -> None:
+    """A model that does not batch counts each request as one row; an input 50 times larger than the usual ones
+    is expected to take 50 times longer (100 ms against a 50 ms bound: off the loop)."""
+    run, log = timed(lambda x: 1e-6 * x.size)
+    batcher = Batcher(run, ThreadPoolExecutor(2), Recorder(), max_batch_size=0, max_queue_delay_s=0.0,
+                      max_queue_size=64, concurrency=1, inline_s=0.05)
+    batcher.start()
+    for _ in range(3):
+        await batcher.submit({"x": np.zeros((1, 2000), np.float32)}, 1, 5)  # 2 ms each
+    assert log[-1] == (1, True)
+    await batcher.submit({"x": np.zeros((1, 100_000), np.float32)}, 1, 5)
+    assert log[-1] == (1, False)
+    await batcher.stop()
+
+
 async def test_a_failure_inline_is_the_requests_alone() -> None:
     calls = []
 

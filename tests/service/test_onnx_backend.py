@@ -138,6 +138,8 @@ def test_batches_compute_in_the_event_loop_only_where_compute_and_loop_share_a_c
     if cores > 1:  # fewer processes than cores: the loop and the compute thread run side by side
         fewer = shared.model_copy(update={"workers": 1, "intra_op_threads": 1})
         assert load_version(folder, "mlp", 1, fewer).policy.inline_s == 0
+    with pytest.raises(ValueError, match="finite"):  # inf would show as null, "a lone quick request only"
+        Settings(event_loop_compute_ms=float("inf"))
     for given in (0.0, 7.5):  # --event-loop-compute-ms: as given, whatever the cores
         for settings in (shared, shared.model_copy(update={"batch_concurrency": 2})):
             chosen = settings.model_copy(update={"event_loop_compute_ms": given})
