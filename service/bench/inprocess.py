@@ -67,7 +67,8 @@ def raw_throughput(model: LoadedVersion, sample: Tensors, batch_sizes: tuple[int
     """Samples/s by arrangement: ``"8"`` one session on every core at batch 8, ``"8, 2x1 thread"`` two
     single-threaded sessions side by side (only batch 1 for a model that does not batch); onnxruntime's own
     defaults (spin on), the benchmark's own inputs. The best of these is what a server could reach with zero
-    overhead."""
+    overhead. Side by side only while the sessions hold no more rows at once than the largest batch does alone:
+    each keeps its batch's activations, and on a machine of many cores a big model's would not fit."""
     path = model.folder / MODEL_FILE
     cores = usable_cpus()
     one = cpu_session(path)
@@ -76,6 +77,6 @@ def raw_throughput(model: LoadedVersion, sample: Tensors, batch_sizes: tuple[int
     for batch in batch_sizes if model.policy.batching else (None,):
         feeds, rows = repeat_rows(sample, batch), batch or 1
         results[str(rows)] = samples_per_s(one, feeds, rows, seconds)
-        if per_core:
+        if per_core and rows * cores <= max(batch_sizes):
             results[f"{rows}, {cores}x1 thread"] = side_by_side(per_core, feeds, rows, seconds)
     return results
