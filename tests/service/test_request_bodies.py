@@ -164,5 +164,7 @@ def test_a_body_refused_unread_is_dropped_and_the_connection_goes_on(loop: str) 
         status, answer = read_response(stream)
     assert status == b"200" and answer["path"] == "/next"  # type: ignore[index]
     assert answer["sha256"] == hashlib.sha256(big).hexdigest()  # type: ignore[index]
-    if loop == "uvloop":  # the refused body's rest was dropped, not stored: only /next's went into a buffer
-        assert DirectBodyProtocol.direct_bytes - before <= len(big)
+    if loop == "uvloop":  # the refused body's rest was dropped, not stored: beside /next's, at most the 100 KB
+        # sent before the refusal (read in before the app refused it, when they came in several reads) went into
+        # a buffer, never the 1.9 MB after
+        assert DirectBodyProtocol.direct_bytes - before <= len(big) + 100_000
