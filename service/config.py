@@ -118,6 +118,7 @@ class BatchingConfig(_Strict):
     max_queue_size: int | None = Field(None, ge=1)
     concurrency: int | None = Field(None, ge=1)
     request_timeout_ms: float | None = Field(None, gt=0)
+    event_loop_compute_ms: float | None = Field(None, ge=0, allow_inf_nan=False)  # service.loading
 
 
 class RuntimeConfig(_Strict):

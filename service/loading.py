@@ -11,7 +11,8 @@ input and output has an open first axis and that probe passes; otherwise it runs
 Where the model's compute and the event loop share one core anyway (one onnxruntime thread, one batch at a time,
 as many server processes as usable cores, on the CPU: ``nnserve serve``'s default), its batches of up to
 ``INLINE_SATURATED_S`` of compute run in the event loop (``BatchPolicy.inline_s``; ``service.batcher``);
-``--event-loop-compute-ms`` sets that bound for every model instead.
+``--event-loop-compute-ms`` sets that bound for every model instead, and a model's own
+``batching.event_loop_compute_ms`` for that model.
 """
 
 from __future__ import annotations
@@ -143,16 +144,18 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
         concurrency=b.concurrency or settings.batch_concurrency,
         timeout_s=(b.request_timeout_ms or settings.request_timeout_ms) / 1000,
         reason=reason,
-        inline_s=_inline_s(backend, b.concurrency or settings.batch_concurrency, settings),
+        inline_s=_inline_s(backend, b.concurrency or settings.batch_concurrency, settings, b.event_loop_compute_ms),
     )
 
 
 INLINE_SATURATED_S = 0.05  # how long other requests of a process may wait for a batch computing in its loop
 
 
-def _inline_s(backend: Backend, concurrency: int, settings: Settings) -> float:
-    if settings.event_loop_compute_ms is not None:
-        return settings.event_loop_compute_ms / 1000
+def _inline_s(backend: Backend, concurrency: int, settings: Settings, own_ms: float | None) -> float:
+    """The model's config, else ``--event-loop-compute-ms``, else the default where the core is shared."""
+    given = own_ms if own_ms is not None else settings.event_loop_compute_ms
+    if given is not None:
+        return given / 1000
     return INLINE_SATURATED_S if _shares_a_core(backend, concurrency, settings) else 0.0
 
 

@@ -120,6 +120,7 @@ def test_batches_compute_in_the_event_loop_only_where_compute_and_loop_share_a_c
     """One onnxruntime thread, one batch at a time and a process per core (``nnserve serve``'s default on the
     CPU): batches of up to 50 ms compute in the event loop; with threads to spare, a second batch slot or fewer
     processes than cores, only a lone quick request does."""
+    import json
     import shutil
 
     from service.loading import INLINE_SATURATED_S, load_version
@@ -144,6 +145,12 @@ def test_batches_compute_in_the_event_loop_only_where_compute_and_loop_share_a_c
         for settings in (shared, shared.model_copy(update={"batch_concurrency": 2})):
             chosen = settings.model_copy(update={"event_loop_compute_ms": given})
             assert load_version(folder, "mlp", 1, chosen).policy.inline_s == given / 1000
+    config = json.loads((folder / "config.json").read_text())  # the model's own, over the server's
+    config["batching"] = {"event_loop_compute_ms": 3}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_version(folder, "mlp", 1, shared).policy.inline_s == 0.003
+    assert load_version(folder, "mlp", 1, shared.model_copy(update={"event_loop_compute_ms": 9})).policy.inline_s \
+        == 0.003
 
 
 def test_on_cuda_every_batch_size_is_warmed(models_dir: Path) -> None:
