@@ -75,6 +75,12 @@ class Item:
     company: int = 0  # other items expected shortly (module doc)
 
 
+def _recent(known: float, measured: float) -> float:
+    """A recent compute time: the first measurement (``known`` is inf until then), then 4/5 of the past and 1/5
+    of the new one."""
+    return measured if known == float("inf") else 0.8 * known + 0.2 * measured
+
+
 def merge(items: list[Item], pad_values: dict[str, float]) -> Tensors:
     """Concatenate the items' inputs along the batch axis; a ragged axis is padded to the batch's longest."""
     if len(items) == 1:
@@ -190,11 +196,8 @@ class Batcher:
         # the model's own time, not the thread hand-off's (which a busy machine makes long: it would then keep
         # every batch off the loop for good)
         if total <= INLINE_MAX_ROWS:  # what a lone request costs: whether the next one runs inline when idle
-            known = self._small_batch_s if self._small_batch_s != float("inf") else compute_s
-            self._small_batch_s = 0.8 * known + 0.2 * compute_s
-        per_element = compute_s / max(elements, 1)
-        known = self._element_s[alone]
-        self._element_s[alone] = per_element if known == float("inf") else 0.8 * known + 0.2 * per_element
+            self._small_batch_s = _recent(self._small_batch_s, compute_s)
+        self._element_s[alone] = _recent(self._element_s[alone], compute_s / max(elements, 1))
 
     def _inline(self, idle: bool, total: int, elements: int, alone: bool) -> bool:
         """Whether a batch computes in the event loop (module doc)."""

@@ -136,15 +136,16 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
         if problem:
             size, reason = 0, f"the first axis is not a batch axis: {problem}"
     b = config.batching
+    concurrency = b.concurrency or settings.batch_concurrency
     return BatchPolicy(
         max_batch_size=size,
         max_queue_delay_s=(b.max_queue_delay_ms if b.max_queue_delay_ms is not None else
                            settings.max_queue_delay_ms) / 1000,
         max_queue_size=b.max_queue_size or settings.max_queue_size,
-        concurrency=b.concurrency or settings.batch_concurrency,
+        concurrency=concurrency,
         timeout_s=(b.request_timeout_ms or settings.request_timeout_ms) / 1000,
         reason=reason,
-        inline_s=_inline_s(backend, b.concurrency or settings.batch_concurrency, settings, b.event_loop_compute_ms),
+        inline_s=_inline_s(backend, concurrency, settings, b.event_loop_compute_ms),
     )
 
 
