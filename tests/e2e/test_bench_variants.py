@@ -19,6 +19,8 @@ def test_bench_puts_a_variant_beside_its_source_round_by_round(int8_repository: 
          str(markdown)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "round 1:" in done.stdout and "round 2:" in done.stdout
+    assert "raw in-process onnxruntime throughput (samples/s by batch size), again after the served rounds:" in \
+        done.stdout
     text = markdown.read_text()
     assert "INT8 variants beside their sources" in text
     assert "| source | variant | protocol | conc. | source samples/s | variant samples/s | ratio |" in text
@@ -31,3 +33,9 @@ def test_bench_puts_a_variant_beside_its_source_round_by_round(int8_repository: 
     # the main table lists each model in each round, with no errors
     rounds = re.findall(r"^\| (mlp(?:-int8)?) \| v2-binary \| 4 \| (\d) \| [\d,]+ \| .* \| 0 \|", text, re.MULTILINE)
     assert sorted(rounds) == [("mlp", "1"), ("mlp", "2"), ("mlp-int8", "1"), ("mlp-int8", "2")]
+    # the ceiling: the mean of the raw measurements before and after the rounds, both shown beside it
+    ceilings = re.findall(r"\| ([\d,]+) \((\d+)[^;|]*; ([\d,]+) before, ([\d,]+) after\) \| (\d+)% \|", text)
+    assert len(ceilings) == 4, text
+    for cells in ceilings:
+        mean, before, after = (float(cells[i].replace(",", "")) for i in (0, 2, 3))
+        assert abs(mean - (before + after) / 2) <= 1
