@@ -176,6 +176,9 @@ def environment() -> str:
             f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}")
 
 
+AFTER = ", again after the served rounds"
+
+
 def measure_raw(loaded: dict[str, LoadedVersion], args: argparse.Namespace, when: str) -> dict[str, dict[str, float]]:
     """Each model's raw throughput (samples/s by batch size and arrangement), printed as it comes."""
     print(f"raw in-process onnxruntime throughput (samples/s by batch size){when}:", flush=True)
@@ -195,7 +198,10 @@ def ceilings(before: dict[str, dict[str, float]], after: dict[str, dict[str, flo
     best_of = {}
     for name, first in before.items():
         last = (after or {}).get(name)
-        mean = {b: (v + last[b]) / 2 for b, v in first.items()} if last else first
+        if last and first.keys() & last.keys():  # the arrangements both measured (the usable cores can change)
+            mean = {b: (v + last[b]) / 2 for b, v in first.items() if b in last}
+        else:
+            last, mean = None, first
         best = max(mean, key=lambda b: mean[b])
         best_of[name] = (mean[best], f"{best}; {first[best]:,.0f} before, {last[best]:,.0f} after" if last else best)
     return best_of
@@ -219,9 +225,11 @@ def bench(args: argparse.Namespace) -> int:
         print(text)
         _append_markdown(args, text, "")
         return 0
+    raw_after: dict[str, dict[str, float]] | None = None
     if args.url:
         rows = run_matrix(Server(args.url, None, args.grpc_target or f"{urlsplit(args.url).hostname}:8001"),
                           args, models)
+        raw_after = measure_raw(loaded, args, AFTER)
     else:
         print(f"batched server ({args.server_args or 'defaults'}):", flush=True)
         with started_server(args.repository, args.server_args) as server:
@@ -231,6 +239,7 @@ def bench(args: argparse.Namespace) -> int:
                     print(f"round {round_}:", flush=True)
                 rows += run_matrix(server, args, models, round_)
             rows.sort(key=lambda r: models.index(r.model))
+            raw_after = measure_raw(loaded, args, AFTER)  # the rounds' ceiling: before the soak or other servers
             if args.soak:
                 soak = run_soak(server, args, models[0])
         if args.unbatched:
@@ -245,7 +254,7 @@ def bench(args: argparse.Namespace) -> int:
                          for r in run_matrix(Server(url, pid), argparse.Namespace(**{**vars(args),
                                                                                      "protocols": protocols}),
                                              models)}
-    raw_best = ceilings(raw_before, measure_raw(loaded, args, ", again after the served rounds"))
+    raw_best = ceilings(raw_before, raw_after)
     text = table(rows, raw_best, unbatched, reference)
     pairs = variant_pairs(loaded)
     if pairs:

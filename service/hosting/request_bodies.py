@@ -25,6 +25,7 @@ wraps. ``tests/service/test_request_bodies.py`` checks that the body still comes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import weakref
 from typing import Any
@@ -58,7 +59,7 @@ def trimmed(buffer: bytearray, start: int, length: int) -> bytearray:
     try:
         del buffer[start + length:]
         del buffer[:start]
-    except BufferError:  # still exported somewhere: a copy (malloc's, aligned to 16 bytes)
+    except BufferError:  # still exported somewhere: a copy, right but no longer aligned where it was
         return buffer[start:start + length]
     return buffer
 
@@ -101,7 +102,8 @@ class RequestBody:
         body, view, self.view, self.buffer = self.buffer, self.view, None, None
         if body is None or view is None or self.remaining:
             return None
-        view.release()  # the buffer's export: then it can be trimmed in place
+        with contextlib.suppress(BufferError):  # (a buffer taken from the view itself: trimmed() copies)
+            view.release()  # the buffer's export: then it can be trimmed in place
         return trimmed(body, self._start, self.length)
 
     async def receive(self) -> Any:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.bench.command import ceilings
 from service.bench.inprocess import cpu_session, raw_throughput, side_by_side
 from service.loading import load_version
 from service.settings import Settings, usable_cpus
@@ -44,3 +45,12 @@ def test_side_by_side_runs_every_session(models_dir: Path) -> None:
     rate = side_by_side([Counted(0), Counted(1)], {"image": np.zeros((4, 1, 28, 28), np.float32)}, 4,
                         0.05)  # type: ignore[list-item]
     assert rate > 0 and {0, 1} <= set(runs) and runs.count(0) > 1 and runs.count(1) > 1
+
+
+def test_the_ceiling_is_the_mean_of_what_was_measured_before_and_after() -> None:
+    before = {"m": {"1": 100.0, "8": 300.0, "8, 2x1 thread": 340.0}, "n": {"1": 50.0}}
+    after = {"m": {"1": 110.0, "8": 320.0, "8, 4x1 thread": 900.0}, "n": {}}  # the usable cores changed
+    best = ceilings(before, after)
+    assert best["m"] == (310.0, "8; 300 before, 320 after")  # only what both readings measured
+    assert best["n"] == (50.0, "1")  # nothing after: the reading before, alone
+    assert ceilings(before, None)["m"] == (340.0, "8, 2x1 thread")
