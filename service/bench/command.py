@@ -239,9 +239,11 @@ def bench(args: argparse.Namespace) -> int:
                     print(f"round {round_}:", flush=True)
                 rows += run_matrix(server, args, models, round_)
             rows.sort(key=lambda r: models.index(r.model))
-            raw_after = measure_raw(loaded, args, AFTER)  # the rounds' ceiling: before the soak or other servers
-            if args.soak:
+            if args.soak:  # the rounds' ceiling before the soak's minutes (the server idles meanwhile)
+                raw_after = measure_raw(loaded, args, AFTER)
                 soak = run_soak(server, args, models[0])
+        if raw_after is None:  # once the server is gone, before any other
+            raw_after = measure_raw(loaded, args, AFTER)
         if args.unbatched:
             print("unbatched server (--max-batch-size 1):", flush=True)
             with started_server(args.repository, args.server_args + " --max-batch-size 1") as server:
