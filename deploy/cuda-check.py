@@ -1,20 +1,27 @@
 """The CUDA path, checked for real on a machine with an NVIDIA GPU and onnxruntime-gpu (no torch needed):
 
-    python deploy/cuda-check.py [--repository models] [--seconds 5]
+    python deploy/cuda-check.py [--repository models] [--seconds 5] [--load-models resnet,cnn]
 
 1. Each model of the repository loads through nnserve's backend with ``providers=cuda`` (CUDA really active, read
    back from the session) and answers a batch of random inputs as its CPU session does: top-1 the same for at least
    98% (onnxruntime's CUDA convolutions and products run in TF32 by default; the largest probability difference is
    printed).
 2. Raw onnxruntime samples/s at batch 64 on CUDA and on the CPU, per model.
-3. ``nnserve serve --providers cuda`` starts (one process: CUDA's default), reports CUDA in ``/v2/models/{m}``,
+3. What a change of batch size costs on CUDA (``service.batch_sizes``): ms per batch of 32 on one session, the same
+   batch alternating with one of 31 rows, and, with cuDNN's exhaustive algorithm choice, the fixed batch again.
+4. ``nnserve serve --providers cuda`` starts (one process: CUDA's default), reports CUDA in ``/v2/models/{m}``,
    answers ``/predict`` and OIP requests, and the same requests get the same top-1 from a CPU server.
-Prints one table; exits non-zero if a check fails.
+5. Served under load: c=64 OIP binary requests for ``--seconds`` against each of ``--servers`` (by default
+   ``--providers cuda`` as it starts by default: ``--allowed-batch-sizes auto``, a session per power-of-two size,
+   4 processes; the same in one process; one process and one session, ``any``, as before; and ``--providers cpu``):
+   requests/s, median latency, mean batch and mean compute per batch (from /metrics), and a lone client's median.
+Prints the tables; exits non-zero if a check fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -23,13 +30,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.backends import RuntimeOptions
+from service.backends import Backend, RuntimeOptions
 from service.backends.onnx import CUDA, OnnxBackend
 from service.bench.inprocess import samples_per_s
 from service.hosting.launcher import serve_subprocess
 
 
-def feeds_for(backend: OnnxBackend, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def feeds_for(backend: Backend, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     feeds = {}
     for tensor in backend.signature.inputs:
         if tensor.name == "lengths":
@@ -40,10 +47,89 @@ def feeds_for(backend: OnnxBackend, rows: int, rng: np.random.Generator) -> dict
     return feeds
 
 
+def ms_per_batch(backend: OnnxBackend, batches: list[dict[str, np.ndarray]], seconds: float) -> float:
+    """The batches run in turn, back to back, after one unmeasured round: ms per batch."""
+    for feeds in batches:
+        backend.run(feeds)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        backend.run(batches[runs % len(batches)])
+        runs += 1
+    return 1000 * (time.perf_counter() - start) / runs
+
+
+def shape_changes(repository: Path, models: list[str], seconds: float, rng: np.random.Generator) -> None:
+    """Section 3 of the module doc."""
+    from service.backends import onnx
+
+    print("\n| model, ms per batch on CUDA | b=32, one shape | b=32 and b=31 in turn | b=32, exhaustive search | "
+          "b=1, one shape |")
+    print("|---|---|---|---|---|")
+    for name in models:
+        path = repository / name / "1" / "model.onnx"
+        heuristic = OnnxBackend(path, RuntimeOptions("cuda", intra_op_threads=0))
+        saved = dict(onnx.PROVIDER_OPTIONS[CUDA])
+        onnx.PROVIDER_OPTIONS[CUDA] = {**saved, "cudnn_conv_algo_search": "EXHAUSTIVE"}
+        try:
+            exhaustive = OnnxBackend(path, RuntimeOptions("cuda", intra_op_threads=0))
+        finally:
+            onnx.PROVIDER_OPTIONS[CUDA] = saved
+        full, short, one = feeds_for(heuristic, 32, rng), feeds_for(heuristic, 31, rng), feeds_for(heuristic, 1, rng)
+        print(f"| {name} | {ms_per_batch(heuristic, [full], seconds):.3f} | "
+              f"{ms_per_batch(heuristic, [full, short], seconds):.3f} | "
+              f"{ms_per_batch(exhaustive, [full], seconds):.3f} | {ms_per_batch(heuristic, [one], seconds):.3f} |")
+
+
+def _model_sum(sample: dict, name: str, model: str) -> float:  # type: ignore[type-arg]
+    return float(sum(v for (n, labels), v in sample.items() if n == name and dict(labels).get("model") == model))
+
+
+def served_load(repository: Path, models: list[str], servers: str, seconds: float, rng: np.random.Generator) -> None:
+    """Section 5 of the module doc."""
+    import asyncio
+
+    from service.bench.loadgen import run_asyncio
+    from service.bench.payloads import Sample, build
+    from service.bench.scrape import scrape
+    from service.loading import load_version
+    from service.settings import Settings
+
+    local = Settings(providers="cpu", warmup_batch_sizes=[1])
+    loaded = {m: load_version(repository / m / "1", m, 1, local) for m in models}
+    payloads = {m: build(v, "v2-binary", [Sample(None, feeds_for(v.backend, 1, rng)) for _ in range(32)])
+                for m, v in loaded.items()}
+    print("\n| server | model | req/s, c=64 | p50 ms | mean batch | compute ms per batch | p50 ms, c=1 |")
+    print("|---|---|---|---|---|---|---|")
+    for server in servers.split(";"):
+        providers, sizes, *workers = server.split(":")
+        flags = ["--providers", providers, "--allowed-batch-sizes", sizes, "--no-access-log",
+                 *(["--workers", workers[0]] if workers else []), *[f for m in models for f in ("--model", m)]]
+        with serve_subprocess(repository, flags, timeout=180) as (url, _, log):
+            processes = re.search(r"nnserve: (\d+) serving process", log.read_text())
+            label = f"--providers {providers} --allowed-batch-sizes {sizes}, " \
+                    f"{processes.group(1) if processes else '?'} process(es)"
+            for model in models:
+                lone = asyncio.run(run_asyncio(url, payloads[model], 1, 2.0))
+                before = scrape(url)
+                result = asyncio.run(run_asyncio(url, payloads[model], 64, seconds))
+                after = scrape(url)
+                batches = _model_sum(after, "nnserve_batch_size_count", model) - \
+                    _model_sum(before, "nnserve_batch_size_count", model)
+                rows = _model_sum(after, "nnserve_batch_size_sum", model) - \
+                    _model_sum(before, "nnserve_batch_size_sum", model)
+                compute = _model_sum(after, "nnserve_compute_seconds_sum", model) - \
+                    _model_sum(before, "nnserve_compute_seconds_sum", model)
+                print(f"| {label} | {model} | {result.rps:,.0f} | {result.p50_ms:.1f} | {rows / max(batches, 1):.1f} "
+                      f"| {1000 * compute / max(batches, 1):.2f} | {lone.p50_ms:.2f} |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repository", type=Path, default=Path("models"))
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--load-models", default="resnet,cnn", help="the models of sections 3 and 5")
+    parser.add_argument("--servers", default="cuda:auto;cuda:auto:1;cuda:any:1;cpu:any",
+                        help="section 5's servers, separated by ';': PROVIDERS:ALLOWED-BATCH-SIZES[:WORKERS]")
     args = parser.parse_args()
     import onnxruntime as ort
 
@@ -67,6 +153,7 @@ def main() -> int:
               f"{samples_per_s(cpu.session, feeds, 64, args.seconds):,.0f} |")
         if not active or equal < 0.98:  # onnxruntime's CUDA convolutions and products run in TF32 by default
             failures.append(folder.name)
+    shape_changes(args.repository, args.load_models.split(","), args.seconds, rng)
     image = {"model": "resnet", "inputs": (rng.random((2, 28, 28)) * 255).round().tolist()}
     answers = {}
     for providers in ("cuda", "cpu"):
@@ -92,6 +179,7 @@ def main() -> int:
                 failures.append(f"serve-{providers}")
     if answers["cuda"] != answers["cpu"]:
         failures.append("serve answers differ")
+    served_load(args.repository, args.load_models.split(","), args.servers, args.seconds, rng)
     print("FAILED: " + ", ".join(failures) if failures else "all CUDA checks passed")
     return 1 if failures else 0
 

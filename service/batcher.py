@@ -9,7 +9,9 @@ company: batches form from what arrives while earlier batches compute. The excep
 expects ``company`` (other clients' requests coming shortly): the batch it starts waits up to ``COMPANY_WAIT_S``
 for that many more. gRPC needs it: calls of separate clients arrive one at a time and a lone batch of a fast model
 computes at once, so with dozens of clients each call found an empty queue, and ran alone (docs/benchmarks.md).
-A model that cannot batch (``max_batch_size 0``) runs each item alone, outputs whole.
+A model that cannot batch (``max_batch_size 0``) runs each item alone, outputs whole. Where the model has allowed
+batch sizes (on CUDA by default), a batch is padded to the next of them and the padding's outputs dropped
+(``service.batch_sizes``).
 
 Each batch is one backend call in a worker thread, off the event loop; outputs are split back by rows. Two
 exceptions run a batch in the event loop instead, as the simplest server would, skipping the two thread hand-offs
@@ -48,6 +50,7 @@ import numpy as np
 
 from service.activity import ActivityBoard
 from service.backends import Tensors
+from service.batch_sizes import pad_rows, padded_size
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 
 INLINE_MAX_S = 0.001  # a lone request computes in the event loop only if small batches take less than this
@@ -117,6 +120,7 @@ class Batcher:
         run_alone: Callable[[Tensors], Tensors] | None = None,
         board: ActivityBoard | None = None,
         inline_s: float = 0.0,
+        batch_sizes: tuple[int, ...] = (),
     ) -> None:
         self._run = run
         self._run_alone = run_alone if board is not None else None
@@ -136,6 +140,7 @@ class Batcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
         self._inline_s = inline_s  # the longest batch computed in the event loop whatever else is queued
+        self._batch_sizes = batch_sizes  # the sizes a batch is padded to; () any (service.batch_sizes)
         self._small_batch_s = float("inf")  # recent compute time of batches of a few rows (unknown at first)
         # recent compute time per input element, on the batch session (False) and on the lone one (True): a row's
         # cost varies with its shape (open axes, a model that does not batch), and the lone session has every core
@@ -179,12 +184,15 @@ class Batcher:
             if not item.taken:  # expired or cancelled while queued: its place is free again
                 self._forget(item)
 
-    def _checked(self, outputs: Tensors, total: int) -> Tensors:
+    def _checked(self, outputs: Tensors, rows: int, total: int) -> Tensors:
+        """The outputs of a batch of ``rows`` rows, ``total`` of them the items' own (the rest padding, dropped)."""
         if self.max_batch_size:
             for name, out in outputs.items():
-                if out.ndim == 0 or len(out) != total:
-                    raise InferenceFailed(f"model {self.name}: batch size mismatch: {total} rows in, "
+                if out.ndim == 0 or len(out) != rows:
+                    raise InferenceFailed(f"model {self.name}: batch size mismatch: {rows} rows in, "
                                           f"output {name} of shape {list(out.shape)} out")
+            if rows != total:
+                return {name: out[:total] for name, out in outputs.items()}
         return outputs
 
     def _failure(self, error: Exception, total: int) -> InferenceFailed:
@@ -328,7 +336,8 @@ class Batcher:
         requesters do, so the next batch starts computing while these answers are encoded and sent."""
         total = sum(item.size for item in live)
         start = time.perf_counter()
-        merged = merge(live, self._pad_values)
+        rows = padded_size(self._batch_sizes, total)
+        merged = pad_rows(merge(live, self._pad_values), total, rows)
         idle = self._computing == 1 and not self._queue
         alone = idle and len(live) == 1 and self._run_alone is not None and \
             self._board.calm(id(self))  # type: ignore[union-attr]
@@ -339,7 +348,7 @@ class Batcher:
             else:
                 outputs, compute_s = await loop.run_in_executor(self._executor, self._timed_run, merged, alone)
             release()
-            self._checked(outputs, total)
+            outputs = self._checked(outputs, rows, total)
         except Exception as error:  # one failed batch fails each of its futures, never the loop
             failure = self._failure(error, total)
             for item in live:

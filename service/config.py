@@ -12,11 +12,12 @@ included), ``-1`` where an axis takes any size and ``[]`` for a scalar.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.datatypes import Datatype
 from service.version_policy import VersionPolicy
@@ -119,6 +120,17 @@ class BatchingConfig(_Strict):
     concurrency: int | None = Field(None, ge=1)
     request_timeout_ms: float | None = Field(None, gt=0)
     event_loop_compute_ms: float | None = Field(None, ge=0, allow_inf_nan=False)  # service.loading
+    allowed_batch_sizes: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, min_length=1, description="the batch sizes the model runs at, increasing, the last its max_batch_size: "
+        "a batch is padded to the next one, each on a session of its own (service.batch_sizes); [] is refused, "
+        "left out the server's --allowed-batch-sizes applies")
+
+    @field_validator("allowed_batch_sizes")
+    @classmethod
+    def _increasing(cls, sizes: list[int] | None) -> list[int] | None:
+        if sizes and any(b <= a for a, b in itertools.pairwise(sizes)):
+            raise ValueError(f"allowed_batch_sizes must increase strictly, got {sizes}")
+        return sizes
 
 
 class RuntimeConfig(_Strict):

@@ -146,6 +146,9 @@ def summary(source: Path, loaded: LoadedVersion) -> str:
                      f"  batching    dynamic, up to {policy.max_batch_size} along axis 0 ({policy.reason})")
     else:
         lines.append(f"  batching    none, one request at a time: {policy.reason}")
+    if policy.batch_sizes:
+        lines.append(f"  batch sizes {', '.join(map(str, policy.batch_sizes))}: a batch padded to the next, each size "
+                     f"on a session of its own")
     lines.append(f"  /predict    {_describe_processor(config)}")
     if config.classification is not None:
         c = config.classification

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from service.backends import Backend, RuntimeOptions, build_backend
 from service.backends.onnx import CPU, CUDA, ProviderUnavailable
+from service.batch_sizes import allowed_batch_sizes
 from service.config import PLATFORMS, ModelConfig, RuntimeConfig, read_config_file
 from service.config_from_graph import ConfigError, batch_blocker, complete_config
 from service.errors import ModelLoadFailed
@@ -45,6 +46,7 @@ class BatchPolicy:
     timeout_s: float
     reason: str  # how it was decided
     inline_s: float = 0.0  # the longest batch computed in the event loop whatever is queued (module doc)
+    batch_sizes: tuple[int, ...] = ()  # the sizes batches are padded to, each its own session (service.batch_sizes)
 
     @property
     def batching(self) -> bool:
@@ -98,14 +100,16 @@ def load_version(folder: Path, name: str, version: int, settings: Settings) -> L
         config = complete_config(raw, backend.signature, name=name, version=version, sha256=sha)
     except ConfigError as error:
         raise ModelLoadFailed(f"{where}: {error}") from error
-    policy = _decide_batching(backend, config, settings, where)
+    policy = _decide_batching(backend, config, settings, where, (folder / MODEL_FILE).stat().st_size)
     signature = backend.signature
     shapes = describe_feeds(example_feeds(config, signature, 1))
     try:
         feeds = example_feeds(config, signature, min(32, policy.max_batch_size) or 1)
         shapes = describe_feeds(feeds)
         backend.tune(feeds)
-        for rows in _warmup_sizes(settings, policy, backend):
+        if policy.batch_sizes:
+            backend.pin_batch_sizes(policy.batch_sizes)
+        for rows in _warmup_sizes(settings, policy):
             feeds = example_feeds(config, signature, rows)
             shapes = describe_feeds(feeds)
             backend.run(feeds)
@@ -120,7 +124,8 @@ def load_version(folder: Path, name: str, version: int, settings: Settings) -> L
                          describe_feeds(example_feeds(config, signature, 1)), samples)
 
 
-def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, where: str) -> BatchPolicy:
+def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, where: str,
+                     model_bytes: int) -> BatchPolicy:
     size, reason = config.max_batch_size, "max_batch_size in config.json"
     if size is None:
         blocker = batch_blocker(config)
@@ -137,6 +142,11 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
             size, reason = 0, f"the first axis is not a batch axis: {problem}"
     b = config.batching
     concurrency = b.concurrency or settings.batch_concurrency
+    try:
+        sizes = allowed_batch_sizes(b.allowed_batch_sizes, settings.allowed_batch_sizes, size,
+                                    backend.describe().get("providers", [])[:1] == [CUDA], model_bytes)
+    except ValueError as error:
+        raise ModelLoadFailed(f"{where}: {error}") from error
     return BatchPolicy(
         max_batch_size=size,
         max_queue_delay_s=(b.max_queue_delay_ms if b.max_queue_delay_ms is not None else
@@ -146,6 +156,7 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
         timeout_s=(b.request_timeout_ms or settings.request_timeout_ms) / 1000,
         reason=reason,
         inline_s=_inline_s(backend, concurrency, settings, b.event_loop_compute_ms),
+        batch_sizes=sizes,
     )
 
 
@@ -167,13 +178,13 @@ def _shares_a_core(backend: Backend, concurrency: int, settings: Settings) -> bo
         concurrency == 1 and (settings.workers or 1) >= usable_cpus()
 
 
-def _warmup_sizes(settings: Settings, policy: BatchPolicy, backend: Backend) -> list[int]:
-    """On CUDA every batch size: the first run of each new input shape picks its cuDNN algorithms (34 ms per size
-    for the ResNet on an H200, then 0.8 ms a batch; docs/benchmarks.md), and a dynamic batcher meets every size."""
+def _warmup_sizes(settings: Settings, policy: BatchPolicy) -> list[int]:
+    """Each allowed batch size where there are some (each its own session, whose plans are built on its first run:
+    ~34 ms for the ResNet on CUDA; service.batch_sizes), else the server's warm-up sizes."""
     if not policy.batching:
         return [1]
-    if CUDA in backend.describe().get("providers", [])[:1]:
-        return list(range(1, policy.max_batch_size + 1))
+    if policy.batch_sizes:
+        return list(policy.batch_sizes)
     return sorted({min(b, policy.max_batch_size) for b in settings.warmup_batch_sizes}) or [1]
 
 

@@ -46,6 +46,16 @@ def list_models(root: Path) -> list[str]:
     return sorted(c.name for c in root.iterdir() if c.is_dir() and not c.name.startswith(".") and list_versions(c))
 
 
+def newest_model_bytes(root: Path, names: list[str] | None = None) -> int:
+    """The size of each model's newest model.onnx (of ``names``, or every model), added up."""
+    total = 0
+    for name in names or list_models(root):
+        versions = list_versions(root / name)
+        if versions:
+            total += (version_dir(root, name, versions[-1]) / MODEL_FILE).stat().st_size
+    return total
+
+
 def version_dir(root: Path, name: str, version: int) -> Path:
     return root / name / str(version)
 

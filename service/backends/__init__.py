@@ -46,6 +46,10 @@ class Backend(Protocol):
     def tune(self, feeds: Tensors) -> None:
         """Choose among equivalent ways to run (e.g. graph optimisation levels) by timing ``feeds``."""
 
+    def pin_batch_sizes(self, sizes: tuple[int, ...]) -> None:
+        """Run each of these batch sizes on its own session from now on, the largest on the current one: where a
+        runtime keeps per-shape state of the last shape only (service.batch_sizes)."""
+
     def describe(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...

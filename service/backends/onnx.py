@@ -102,6 +102,7 @@ class OnnxBackend:
         self.session = self._create(self.graph_optimization)
         self.providers: list[str] = self.session.get_providers()
         self.alone = self._create_alone()
+        self._sized: dict[int, ort.InferenceSession] = {}  # batch size -> its own session (pin_batch_sizes)
         self.signature = read_signature(self.session)
         self._strings_in = [t.name for t in self.signature.inputs if t.datatype == "BYTES"]
         self._strings_out = [t.name for t in self.signature.outputs if t.datatype == "BYTES"]
@@ -162,7 +163,14 @@ class OnnxBackend:
     def runs_alone(self) -> bool:
         return self.alone is not None
 
+    def pin_batch_sizes(self, sizes: tuple[int, ...]) -> None:
+        self._sized = {size: self.session if size == sizes[-1] else self._create(self.graph_optimization)
+                       for size in sizes}
+
     def run(self, feeds: Tensors) -> Tensors:
+        if self._sized:
+            first = next(iter(feeds.values()))
+            return self._run(self._sized.get(first.shape[0] if first.ndim else 0, self.session), feeds)
         return self._run(self.session, feeds)
 
     def run_alone(self, feeds: Tensors) -> Tensors:
@@ -180,8 +188,9 @@ class OnnxBackend:
         return {"providers": self.providers, "graph_optimization": self.graph_optimization,
                 "intra_op_threads": self.options.intra_op_threads,
                 "lone_request_threads": self.options.lone_threads if self.alone is not None else 0,
-                "memory_arena": self.options.memory_arena}
+                "memory_arena": self.options.memory_arena, "batch_size_sessions": sorted(self._sized)}
 
     def close(self) -> None:
         del self.session
         self.alone = None
+        self._sized = {}

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from service.repository import newest_model_bytes
 from service.settings import Settings, cuda_offered, default_workers, usable_cpus
 
 log = logging.getLogger("nnserve")
@@ -24,7 +25,8 @@ FLAGS: list[tuple[str, type, str]] = [
      "clients spread over replicas again (default 0: never)"),
     ("grpc-max-message-bytes", int, "largest gRPC message (default 64 MiB)"),
     ("workers", int, "server processes, each with every model (default: one per CPU this process may use, a "
-     "container's CPU quota counted; one when the models run on CUDA)"),
+     "container's CPU quota counted; on CUDA 4, at most one per CPU, or one where the models' files add up to more "
+     "than 1 GiB)"),
     ("repository", str, "model repository folder (default models/)"),
     ("repository-poll-s", float, "check the repository for new, changed and removed versions this often "
      "(default 5; 0 = never)"),
@@ -36,6 +38,9 @@ FLAGS: list[tuple[str, type, str]] = [
      "session per model whose threads spin while used (default: every usable core; 0: none)"),
     ("graph-optimization", str, "auto | all | extended | basic | disable (default auto: measured at load)"),
     ("max-batch-size", int, "largest batch per onnxruntime call (default 64)"),
+    ("allowed-batch-sizes", str, "batch sizes a model runs at, a batch padded to the next, each size on a session "
+     "of its own: auto | any | a list such as 1,8,64 (default auto: powers of two up to --max-batch-size where the "
+     "model runs on CUDA, whose convolutions rebuild their plans on every new shape; any size on the CPU)"),
     ("max-queue-delay-ms", float, "longest wait for a batch to fill (default 0: never wait)"),
     ("max-queue-size", int, "queued samples per model before 429 (default 1024)"),
     ("batch-concurrency", int, "batches of one model computing at once (default 1)"),
@@ -126,7 +131,8 @@ def serve(args: argparse.Namespace) -> int:
         return serve_worker(args.worker_of, settings, uvicorn_config(settings))
     if settings.workers is None:  # resolved once, here, so every process splits the cores the same way
         cpus, cuda = usable_cpus(), cuda_offered()
-        os.environ["NNSERVE_WORKERS"] = str(default_workers(settings.providers, cpus, cuda))
+        model_bytes = newest_model_bytes(settings.repository, settings.models) if cuda else 0
+        os.environ["NNSERVE_WORKERS"] = str(default_workers(settings.providers, cpus, cuda, model_bytes))
         settings = Settings()
     if (settings.workers or 1) > 1:
         prepare_multiprocess_metrics()  # before anything imports prometheus_client (it reads this at import)

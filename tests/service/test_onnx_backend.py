@@ -50,12 +50,19 @@ def test_threads_default_to_each_workers_share_of_the_cores() -> None:
     assert Settings(workers=2, intra_op_threads=3).onnxruntime_threads() == 3
 
 
-def test_serve_runs_a_process_per_usable_cpu_and_one_on_cuda(tmp_path: Path) -> None:
-    from service.settings import default_workers, usable_cpus
+def test_serve_runs_a_process_per_usable_cpu_and_four_on_cuda_unless_the_models_are_large(tmp_path: Path,
+                                                                                         models_dir: Path) -> None:
+    from service.repository import newest_model_bytes
+    from service.settings import CUDA_WORKERS_MODEL_BYTES, default_workers, usable_cpus
 
     cores = len(os.sched_getaffinity(0))
     assert default_workers("auto", 4, cuda_offered=False) == 4 and default_workers("cpu", 3, cuda_offered=True) == 3
-    assert default_workers("auto", 8, cuda_offered=True) == 1 and default_workers("cuda", 8, cuda_offered=False) == 1
+    assert default_workers("auto", 8, cuda_offered=True) == 4 and default_workers("cuda", 8, cuda_offered=False) == 4
+    assert default_workers("cuda", 2, cuda_offered=True) == 2  # at most one per CPU
+    assert default_workers("cuda", 8, True, model_bytes=CUDA_WORKERS_MODEL_BYTES + 1) == 1  # each holds a copy
+    assert newest_model_bytes(models_dir, ["mlp", "cnn"]) == sum(
+        (models_dir / m / "1" / "model.onnx").stat().st_size for m in ("mlp", "cnn"))
+    assert newest_model_bytes(models_dir) > newest_model_bytes(models_dir, ["mlp", "cnn"])
     (tmp_path / "cpu.max").write_text("100000 100000\n")  # a container allowed one CPU of this machine
     assert usable_cpus(tmp_path) == 1
     (tmp_path / "cpu.max").write_text(f"{cores * 400000} 100000\n")  # a quota above the cores: the cores count
@@ -151,19 +158,3 @@ def test_batches_compute_in_the_event_loop_only_where_compute_and_loop_share_a_c
     assert load_version(folder, "mlp", 1, shared).policy.inline_s == 0.003
     assert load_version(folder, "mlp", 1, shared.model_copy(update={"event_loop_compute_ms": 9})).policy.inline_s \
         == 0.003
-
-
-def test_on_cuda_every_batch_size_is_warmed(models_dir: Path) -> None:
-    """cuDNN picks its algorithms on each new input shape's first run (34 ms a size for the ResNet on an H200):
-    a model on CUDA is warmed at every batch size a batcher can make, on the CPU at the configured few."""
-    from service.loading import BatchPolicy, _warmup_sizes
-
-    class OnCuda:
-        def describe(self) -> dict[str, list[str]]:
-            return {"providers": [CUDA, "CPUExecutionProvider"]}
-
-    policy = BatchPolicy(max_batch_size=8, max_queue_delay_s=0, max_queue_size=64, concurrency=1, timeout_s=1,
-                         reason="test")
-    assert _warmup_sizes(Settings(), policy, OnCuda()) == list(range(1, 9))  # type: ignore[arg-type]
-    cpu = OnnxBackend(newest(models_dir, "mlp"), RuntimeOptions("cpu"))
-    assert _warmup_sizes(Settings(warmup_batch_sizes=[1, 4, 64]), policy, cpu) == [1, 4, 8]
