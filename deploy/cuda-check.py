@@ -1,6 +1,6 @@
 """The CUDA path, checked for real on a machine with an NVIDIA GPU and onnxruntime-gpu (no torch needed):
 
-    python deploy/cuda-check.py [--repository models] [--seconds 5] [--load-models resnet,cnn]
+    python deploy/cuda-check.py [--repository models] [--seconds 5] [--load-models resnet,cnn] [--sections 1,3,4,5]
 
 1. Each model of the repository loads through nnserve's backend with ``providers=cuda`` (CUDA really active, read
    back from the session) and answers a batch of random inputs as its CPU session does: top-1 the same for at least
@@ -9,8 +9,9 @@
 2. Raw onnxruntime samples/s at batch 64 on CUDA and on the CPU, per model.
 3. What a change of batch size costs on CUDA (``service.batch_sizes``): ms per batch of 32 on one session, the same
    batch alternating with one of 31 rows, and, with cuDNN's exhaustive algorithm choice, the fixed batch again.
-4. ``nnserve serve --providers cuda`` starts (one process: CUDA's default), reports CUDA in ``/v2/models/{m}``,
-   answers ``/predict`` and OIP requests, and the same requests get the same top-1 from a CPU server.
+4. ``nnserve serve --providers cuda --workers 1`` starts, reports CUDA and its batch-size sessions in
+   ``/v2/models/{m}``, answers ``/predict`` and OIP requests, and the same requests get the same top-1 from a CPU
+   server.
 5. Served under load: c=64 OIP binary requests for ``--seconds`` against each of ``--servers`` (by default
    ``--providers cuda`` as it starts by default: ``--allowed-batch-sizes auto``, a session per power-of-two size,
    4 processes; the same in one process; one process and one session, ``any``, as before; and ``--providers cpu``):
@@ -123,22 +124,12 @@ def served_load(repository: Path, models: list[str], servers: str, seconds: floa
                       f"| {1000 * compute / max(batches, 1):.2f} | {lone.p50_ms:.2f} |", flush=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repository", type=Path, default=Path("models"))
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--load-models", default="resnet,cnn", help="the models of sections 3 and 5")
-    parser.add_argument("--servers", default="cuda:auto;cuda:auto:1;cuda:any:1;cpu:any",
-                        help="section 5's servers, separated by ';': PROVIDERS:ALLOWED-BATCH-SIZES[:WORKERS]")
-    args = parser.parse_args()
-    import onnxruntime as ort
-
-    print(f"onnxruntime {ort.__version__}, providers offered: {ort.get_available_providers()}")
+def check_models(repository: Path, seconds: float, rng: np.random.Generator) -> list[str]:
+    """Sections 1 and 2 of the module doc; the models that failed."""
     failures = []
-    rng = np.random.default_rng(0)
     print("| model | CUDA active | top-1 equal to CPU | max abs diff | CUDA b=64 samples/s | CPU b=64 samples/s |")
     print("|---|---|---|---|---|---|")
-    for folder in sorted(p for p in args.repository.iterdir() if (p / "1" / "model.onnx").exists()):
+    for folder in sorted(p for p in repository.iterdir() if (p / "1" / "model.onnx").exists()):
         path = folder / "1" / "model.onnx"
         cuda = OnnxBackend(path, RuntimeOptions("cuda", intra_op_threads=0))
         cpu = OnnxBackend(path, RuntimeOptions("cpu", intra_op_threads=0))
@@ -149,16 +140,21 @@ def main() -> int:
         diff = float(np.abs(out_cuda[name] - out_cpu[name]).max())
         active = cuda.providers[0] == CUDA
         print(f"| {folder.name} | {active} | {equal:.3f} | {diff:.1e} | "
-              f"{samples_per_s(cuda.session, feeds, 64, args.seconds):,.0f} | "
-              f"{samples_per_s(cpu.session, feeds, 64, args.seconds):,.0f} |")
+              f"{samples_per_s(cuda.session, feeds, 64, seconds):,.0f} | "
+              f"{samples_per_s(cpu.session, feeds, 64, seconds):,.0f} |")
         if not active or equal < 0.98:  # onnxruntime's CUDA convolutions and products run in TF32 by default
             failures.append(folder.name)
-    shape_changes(args.repository, args.load_models.split(","), args.seconds, rng)
+    return failures
+
+
+def serve_check(repository: Path, seconds: float, rng: np.random.Generator) -> list[str]:
+    """Section 4 of the module doc (the built-in ResNet); what failed."""
+    failures = []
     image = {"model": "resnet", "inputs": (rng.random((2, 28, 28)) * 255).round().tolist()}
     answers = {}
     for providers in ("cuda", "cpu"):
         flags = ["--providers", providers, "--workers", "1", "--model", "resnet", "--no-access-log"]
-        with serve_subprocess(args.repository, flags, timeout=120) as (url, _, _):
+        with serve_subprocess(repository, flags, timeout=120) as (url, _, _):
             import httpx
 
             parameters = httpx.get(f"{url}/v2/models/resnet").json()["parameters"]
@@ -168,18 +164,47 @@ def main() -> int:
                 {"name": "image", "shape": list(tensor.shape), "datatype": "FP32", "data": tensor.ravel().tolist()}]})
             start, n = time.perf_counter(), 0
             with httpx.Client(base_url=url) as client:
-                while time.perf_counter() - start < args.seconds:
+                while time.perf_counter() - start < seconds:
                     client.post("/predict", json=image)
                     n += 1
             answers[providers] = [p["label"] for p in predicted["predictions"]]
             print(f"serve --providers {providers}: parameters.providers={parameters['providers']}, "
                   f"/predict {answers[providers]}, OIP status {oip.status_code}, "
                   f"lone /predict {1000 * (time.perf_counter() - start) / n:.2f} ms per request")
-            if (providers == "cuda" and parameters["providers"][0] != CUDA) or oip.status_code != 200:
+            print(f"  batch_size_sessions={parameters['batch_size_sessions']}")
+            if (providers == "cuda" and (parameters["providers"][0] != CUDA or
+                                         parameters["batch_size_sessions"] != [1, 2, 4, 8, 16, 32, 64])) or \
+                    oip.status_code != 200:
                 failures.append(f"serve-{providers}")
     if answers["cuda"] != answers["cpu"]:
         failures.append("serve answers differ")
-    served_load(args.repository, args.load_models.split(","), args.servers, args.seconds, rng)
+    return failures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repository", type=Path, default=Path("models"))
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--load-models", default="resnet,cnn", help="the models of sections 3 and 5")
+    parser.add_argument("--servers", default="cuda:auto;cuda:auto:1;cuda:any:1;cpu:any",
+                        help="section 5's servers, separated by ';': PROVIDERS:ALLOWED-BATCH-SIZES[:WORKERS]")
+    parser.add_argument("--sections", default="1,3,4,5", help="which sections to run (1 includes 2)")
+    args = parser.parse_args()
+    import onnxruntime as ort
+
+    print(f"onnxruntime {ort.__version__}, providers offered: {ort.get_available_providers()}")
+    sections = set(args.sections.split(","))
+    failures = []
+    rng = np.random.default_rng(0)
+    load_models = args.load_models.split(",")
+    if "1" in sections:
+        failures += check_models(args.repository, args.seconds, rng)
+    if "3" in sections:
+        shape_changes(args.repository, load_models, args.seconds, rng)
+    if "4" in sections:
+        failures += serve_check(args.repository, args.seconds, rng)
+    if "5" in sections:
+        served_load(args.repository, load_models, args.servers, args.seconds, rng)
     print("FAILED: " + ", ".join(failures) if failures else "all CUDA checks passed")
     return 1 if failures else 0
 

@@ -8,19 +8,16 @@ padded, with copies of its first row, up to the next allowed size and runs on a 
 shapes never change; the padded rows' outputs are dropped. TensorFlow Serving's ``allowed_batch_sizes`` is the same
 idea.
 
-Which sizes: a model's ``batching.allowed_batch_sizes`` (ending with its ``max_batch_size``), else the server's
-``--allowed-batch-sizes``: ``auto`` (the default) is the powers of two below ``max_batch_size`` and
-``max_batch_size`` itself where the model runs on CUDA and its file is at most ``AUTO_MODEL_BYTES`` (each session
-holds its own copy of the weights), and any size on the CPU, whose kernels keep no per-shape plans (padding would
-only add work); ``any``; or a list such as ``1,8,64``, cut at each model's ``max_batch_size`` and ending with it. A
-model that runs one request at a time has none.
+Which sizes: a model's ``batching.allowed_batch_sizes`` (ending with the ``max_batch_size`` its config sets, or
+cut at the server's ``--max-batch-size`` where it sets none), else the server's ``--allowed-batch-sizes``:
+``auto`` (the default) is the powers of two below ``max_batch_size`` and ``max_batch_size`` itself where the model
+runs on CUDA and its file is at most ``AUTO_MODEL_BYTES`` (each session holds its own copy of the weights: 7
+sessions for a ``max_batch_size`` of 64), and any size on the CPU, whose kernels keep no per-shape plans (padding
+would only add work); ``any``; or a list such as ``1,8,64``, cut at each model's ``max_batch_size`` and ending with
+it. A model that runs one request at a time has none. The batcher does the padding (``service.batcher.merge``).
 """
 
 from __future__ import annotations
-
-import numpy as np
-
-from service.backends import Tensors
 
 
 def powers_of_two(max_batch_size: int) -> tuple[int, ...]:
@@ -35,30 +32,29 @@ AUTO_MODEL_BYTES = 256 * 1024 * 1024  # a larger model file: ``auto`` is any siz
 
 
 def allowed_batch_sizes(own: list[int] | None, server: str, max_batch_size: int, on_cuda: bool,
-                        model_bytes: int = 0) -> tuple[int, ...]:
-    """The sizes a model's batches are padded to (module doc); () for any size. ``ValueError`` names a model's own
-    list that does not end with its ``max_batch_size``."""
+                        model_bytes: int = 0, own_max: bool = False) -> tuple[int, ...]:
+    """The sizes a model's batches are padded to (module doc); () for any size. A list is cut at
+    ``max_batch_size`` and ends with it; where the model's config sets that maximum itself (``own_max``), its own
+    list must end with it, else ``ValueError`` says so."""
     if not max_batch_size:
         return ()
     if own is not None:
-        if own[-1] != max_batch_size:
-            raise ValueError(f"batching.allowed_batch_sizes {own} must end with the model's max_batch_size, "
-                             f"{max_batch_size} (a larger batch could not run, a smaller list would never fill it)")
-        return tuple(own)
+        if own_max and own[-1] != max_batch_size:
+            raise ValueError(f"batching.allowed_batch_sizes {own} must end with the config's max_batch_size, "
+                             f"{max_batch_size}: each batch runs at the smallest allowed size that holds it, up to "
+                             f"{max_batch_size} rows")
+        return _ending_with(own, max_batch_size)
     if server == "any" or (server == "auto" and (not on_cuda or model_bytes > AUTO_MODEL_BYTES)):
         return ()
     if server == "auto":
         return powers_of_two(max_batch_size)
-    return (*sorted({int(v) for v in server.split(",") if int(v) < max_batch_size}), max_batch_size)
+    return _ending_with([int(v) for v in server.split(",")], max_batch_size)
+
+
+def _ending_with(sizes: list[int], max_batch_size: int) -> tuple[int, ...]:
+    return (*sorted({size for size in sizes if size < max_batch_size}), max_batch_size)
 
 
 def padded_size(sizes: tuple[int, ...], rows: int) -> int:
     """The allowed size a batch of ``rows`` runs at (``rows`` itself where any size is allowed)."""
     return next((size for size in sizes if size >= rows), rows)
-
-
-def pad_rows(feeds: Tensors, rows: int, size: int) -> Tensors:
-    """``feeds`` of ``rows`` rows grown to ``size`` with copies of their first row, a valid input of the model."""
-    if size == rows:
-        return feeds
-    return {name: np.concatenate([a, np.repeat(a[:1], size - rows, axis=0)]) for name, a in feeds.items()}

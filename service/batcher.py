@@ -50,7 +50,7 @@ import numpy as np
 
 from service.activity import ActivityBoard
 from service.backends import Tensors
-from service.batch_sizes import pad_rows, padded_size
+from service.batch_sizes import padded_size
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 
 INLINE_MAX_S = 0.001  # a lone request computes in the event loop only if small batches take less than this
@@ -84,13 +84,18 @@ def _recent(known: float, measured: float) -> float:
     return measured if known == float("inf") else 0.8 * known + 0.2 * measured
 
 
-def merge(items: list[Item], pad_values: dict[str, float]) -> Tensors:
-    """Concatenate the items' inputs along the batch axis; a ragged axis is padded to the batch's longest."""
-    if len(items) == 1:
+def merge(items: list[Item], pad_values: dict[str, float], rows: int = 0) -> Tensors:
+    """Concatenate the items' inputs along the batch axis; a ragged axis is padded to the batch's longest. Up to
+    ``rows`` rows, copies of the first row follow (an allowed batch size: ``service.batch_sizes``), in the same
+    single copy."""
+    total = sum(item.size for item in items)
+    if len(items) == 1 and rows <= total:
         return items[0].inputs
     merged: Tensors = {}
     for name in items[0].inputs:
         arrays = [item.inputs[name] for item in items]
+        if rows > total:
+            arrays.append(np.repeat(arrays[0][:1], rows - total, axis=0))
         if all(a.shape[1:] == arrays[0].shape[1:] for a in arrays):
             merged[name] = np.concatenate(arrays)
             continue
@@ -336,11 +341,11 @@ class Batcher:
         requesters do, so the next batch starts computing while these answers are encoded and sent."""
         total = sum(item.size for item in live)
         start = time.perf_counter()
-        rows = padded_size(self._batch_sizes, total)
-        merged = pad_rows(merge(live, self._pad_values), total, rows)
         idle = self._computing == 1 and not self._queue
         alone = idle and len(live) == 1 and self._run_alone is not None and \
             self._board.calm(id(self))  # type: ignore[union-attr]
+        rows = total if alone else padded_size(self._batch_sizes, total)  # the lone session has no sizes
+        merged = merge(live, self._pad_values, rows)
         try:
             elements = sum(int(a.size) for a in merged.values())
             if self._inline(idle, total, elements, alone):

@@ -107,8 +107,7 @@ def load_version(folder: Path, name: str, version: int, settings: Settings) -> L
         feeds = example_feeds(config, signature, min(32, policy.max_batch_size) or 1)
         shapes = describe_feeds(feeds)
         backend.tune(feeds)
-        if policy.batch_sizes:
-            backend.pin_batch_sizes(policy.batch_sizes)
+        _pin_batch_sizes(backend, policy, where)
         for rows in _warmup_sizes(settings, policy):
             feeds = example_feeds(config, signature, rows)
             shapes = describe_feeds(feeds)
@@ -118,6 +117,8 @@ def load_version(folder: Path, name: str, version: int, settings: Settings) -> L
             shapes = describe_feeds(feeds)
             for _ in range(2):
                 backend.run_alone(feeds)
+    except ModelLoadFailed:
+        raise
     except Exception as error:
         raise _warmup_failed(where, shapes, error) from error
     return LoadedVersion(config, report, backend, policy, folder, time.perf_counter() - start,
@@ -144,7 +145,8 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
     concurrency = b.concurrency or settings.batch_concurrency
     try:
         sizes = allowed_batch_sizes(b.allowed_batch_sizes, settings.allowed_batch_sizes, size,
-                                    backend.describe().get("providers", [])[:1] == [CUDA], model_bytes)
+                                    backend.describe().get("providers", [])[:1] == [CUDA], model_bytes,
+                                    own_max=config.max_batch_size is not None)
     except ValueError as error:
         raise ModelLoadFailed(f"{where}: {error}") from error
     return BatchPolicy(
@@ -176,6 +178,18 @@ def _shares_a_core(backend: Backend, concurrency: int, settings: Settings) -> bo
     runtime = backend.describe()
     return runtime.get("providers", [CUDA])[:1] == [CPU] and runtime.get("intra_op_threads") == 1 and \
         concurrency == 1 and (settings.workers or 1) >= usable_cpus()
+
+
+def _pin_batch_sizes(backend: Backend, policy: BatchPolicy, where: str) -> None:
+    if not policy.batch_sizes:
+        return
+    try:
+        backend.pin_batch_sizes(policy.batch_sizes)
+    except Exception as error:  # out of GPU memory, most likely
+        raise ModelLoadFailed(
+            f"{where}: could not create a session for each allowed batch size {list(policy.batch_sizes)}: "
+            f"{str(error).strip()[:600]} — allow fewer sizes (batching.allowed_batch_sizes in config.json, "
+            f"--allowed-batch-sizes), or 'any' for one session") from error
 
 
 def _warmup_sizes(settings: Settings, policy: BatchPolicy) -> list[int]:

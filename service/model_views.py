@@ -148,7 +148,7 @@ def model_card(served: ServedModel, versions: list[int], others: Sequence[Served
                      "max_queue_delay_ms": served.policy.max_queue_delay_s * 1000,
                      "request_timeout_ms": served.policy.timeout_s * 1000,
                      "in_event_loop_up_to_ms": served.policy.inline_s * 1000,
-                     "allowed_batch_sizes": list(served.policy.batch_sizes) or "any"},
+                     "allowed_batch_sizes": list(served.policy.batch_sizes)},  # []: any size
         "config": config.model_dump(mode="json", exclude_none=True),
         "report": report.model_dump(mode="json", by_alias=True, exclude_none=True) if report else None,
         "lacks": lacks,

@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1)
     allowed_batch_sizes: str = Field(
         "auto", pattern=r"^(auto|any|[1-9][0-9]*(,[1-9][0-9]*)*)$", description="the batch sizes a model runs at, "
-        "a batch padded to the next (service.batch_sizes): auto (powers of two up to the model's max_batch_size on "
-        "CUDA, any size on the CPU) | any | a list such as 1,8,64")
+        "a batch padded to the next (service.batch_sizes): auto (powers of two up to each model's max_batch_size "
+        "on CUDA for model files up to 256 MiB, else any size) | any | a list such as 1,8,64")
     max_queue_delay_ms: float = Field(0.0, ge=0, description="longest wait for company; 0 = take what is queued")
     max_queue_size: int = Field(1024, ge=1, description="samples waiting per model before 429")
     batch_concurrency: int = Field(1, ge=1, description="batches of one model computing at once")
@@ -121,7 +121,9 @@ class Settings(BaseSettings):
 
 
 CUDA_WORKERS = 4  # an H100's ResNet at c=64 served by 1, 2, 3, 4, 8 processes: 6.0k, 8.9k, 14.5k, 14.0k, 8.0k req/s
-CUDA_WORKERS_MODEL_BYTES = 1 << 30  # more model file than this: one process on CUDA (each holds its own copies)
+# More model file than this: one process on CUDA. Each process holds its own copies, up to 7 sessions of each
+# model (service.batch_sizes): 4 x 7 x 128 MiB = 3.5 GiB of weights at most, within a 16 GB GPU.
+CUDA_WORKERS_MODEL_BYTES = 128 * 1024 * 1024
 
 
 def default_workers(providers: str, cpus: int, cuda_offered: bool, model_bytes: int = 0) -> int:
@@ -129,7 +131,8 @@ def default_workers(providers: str, cpus: int, cuda_offered: bool, model_bytes: 
     limit (at c=64 it keeps 55% of two cores busy on the MLP; docs/benchmarks.md). On CUDA the event loop is the
     limit too, once batches stop rebuilding their convolution plans (service.batch_sizes), but processes share one
     GPU and each holds its own copy of every model in GPU memory: ``CUDA_WORKERS`` (at most one per CPU) where the
-    served model files add up to at most ``CUDA_WORKERS_MODEL_BYTES``, else one (docs/benchmarks.md)."""
+    served model files (counted at start) add up to at most ``CUDA_WORKERS_MODEL_BYTES``, else one
+    (docs/benchmarks.md)."""
     if providers == "cuda" or (providers == "auto" and cuda_offered):
         return max(1, min(CUDA_WORKERS, cpus)) if model_bytes <= CUDA_WORKERS_MODEL_BYTES else 1
     return max(1, cpus)

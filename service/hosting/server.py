@@ -26,7 +26,7 @@ FLAGS: list[tuple[str, type, str]] = [
     ("grpc-max-message-bytes", int, "largest gRPC message (default 64 MiB)"),
     ("workers", int, "server processes, each with every model (default: one per CPU this process may use, a "
      "container's CPU quota counted; on CUDA 4, at most one per CPU, or one where the models' files add up to more "
-     "than 1 GiB)"),
+     "than 128 MiB: each process holds its own copies in GPU memory)"),
     ("repository", str, "model repository folder (default models/)"),
     ("repository-poll-s", float, "check the repository for new, changed and removed versions this often "
      "(default 5; 0 = never)"),
@@ -39,8 +39,9 @@ FLAGS: list[tuple[str, type, str]] = [
     ("graph-optimization", str, "auto | all | extended | basic | disable (default auto: measured at load)"),
     ("max-batch-size", int, "largest batch per onnxruntime call (default 64)"),
     ("allowed-batch-sizes", str, "batch sizes a model runs at, a batch padded to the next, each size on a session "
-     "of its own: auto | any | a list such as 1,8,64 (default auto: powers of two up to --max-batch-size where the "
-     "model runs on CUDA, whose convolutions rebuild their plans on every new shape; any size on the CPU)"),
+     "of its own: auto | any | a list such as 1,8,64 (default auto: powers of two up to each model's max batch size "
+     "where it runs on CUDA, whose convolutions rebuild their plans on every new shape, and its file is at most "
+     "256 MiB; any size otherwise)"),
     ("max-queue-delay-ms", float, "longest wait for a batch to fill (default 0: never wait)"),
     ("max-queue-size", int, "queued samples per model before 429 (default 1024)"),
     ("batch-concurrency", int, "batches of one model computing at once (default 1)"),

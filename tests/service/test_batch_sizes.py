@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from service.backends import Tensors
-from service.batch_sizes import AUTO_MODEL_BYTES, allowed_batch_sizes, pad_rows, padded_size, powers_of_two
-from service.batcher import Batcher
+from service.batch_sizes import AUTO_MODEL_BYTES, allowed_batch_sizes, padded_size, powers_of_two
+from service.batcher import Batcher, Item, merge
 from service.errors import ModelLoadFailed
 from service.loading import _warmup_sizes, load_version
 from service.settings import Settings
@@ -41,12 +41,25 @@ def test_which_sizes_a_model_runs_at() -> None:
     big = AUTO_MODEL_BYTES + 1  # a session per size would copy its weights seven times: one session
     assert allowed_batch_sizes(None, "auto", 64, True, big) == () and \
         allowed_batch_sizes(None, "1,64", 64, True, big) == (1, 64)
-    with pytest.raises(ValueError, match=r"\[1, 4\] must end with the model's max_batch_size, 8"):
-        allowed_batch_sizes([1, 4], "auto", 8, on_cuda=True)
+    assert allowed_batch_sizes([1, 4, 64], "auto", 8, on_cuda=True) == (1, 4, 8)  # cut at the server's maximum
+    with pytest.raises(ValueError, match=r"\[1, 4\] must end with the config's max_batch_size, 8"):
+        allowed_batch_sizes([1, 4], "auto", 8, on_cuda=True, own_max=True)
     assert [padded_size((1, 4, 8), rows) for rows in (1, 2, 4, 5, 8)] == [1, 4, 4, 8, 8]
     assert padded_size((), 5) == 5
-    padded = pad_rows({"x": np.arange(6).reshape(3, 2)}, 3, 4)["x"]
-    assert padded.tolist() == [[0, 1], [2, 3], [4, 5], [0, 1]]  # a copy of the first row: a valid input
+
+
+def _item(array: np.ndarray) -> Item:
+    return Item({"x": array}, len(array), None, None, 0.0, 0.0)  # type: ignore[arg-type]
+
+
+def test_merge_pads_with_copies_of_the_first_row_in_one_copy() -> None:
+    a, b = np.arange(4).reshape(2, 2), np.arange(4, 6).reshape(1, 2)
+    assert merge([_item(a), _item(b)], {}, 5)["x"].tolist() == [[0, 1], [2, 3], [4, 5], [0, 1], [0, 1]]
+    assert merge([_item(b)], {}, 2)["x"].tolist() == [[4, 5], [4, 5]]  # a lone item too
+    lone = _item(b)
+    assert merge([lone], {}, 1)["x"] is lone.inputs["x"]  # nothing to pad: no copy
+    ragged = merge([_item(np.ones((1, 2))), _item(np.full((1, 3), 2.0))], {"x": -1}, 4)["x"]
+    assert ragged.tolist() == [[1, 1, -1], [2, 2, 2], [1, 1, -1], [1, 1, -1]]  # padded rows padded like the first
     with pytest.raises(ValueError):
         Settings(allowed_batch_sizes="1,,8")
 
@@ -100,9 +113,14 @@ def test_a_models_own_sizes_win_and_a_list_that_cannot_work_is_refused(models_di
     settings = Settings(providers="cpu", warmup_batch_sizes=[1], max_batch_size=16)
     own = load_version(_mlp_copy(models_dir, tmp_path / "a", {"allowed_batch_sizes": [4, 16]}), "mlp", 1, settings)
     assert own.policy.batch_sizes == (4, 16) and own.backend.describe()["batch_size_sessions"] == [4, 16]
+    cut = load_version(_mlp_copy(models_dir, tmp_path / "e", {"allowed_batch_sizes": [1, 4]}), "mlp", 1, settings)
+    assert cut.policy.batch_sizes == (1, 4, 16)  # the server's --max-batch-size: the list is completed
+    folder = _mlp_copy(models_dir, tmp_path / "b", {"allowed_batch_sizes": [1, 4]})
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_batch_size": 16}))
     with pytest.raises(ModelLoadFailed, match=r"version 1: batching.allowed_batch_sizes \[1, 4\] must end with "
-                                              r"the model's max_batch_size, 16"):
-        load_version(_mlp_copy(models_dir, tmp_path / "b", {"allowed_batch_sizes": [1, 4]}), "mlp", 1, settings)
+                                              r"the config's max_batch_size, 16"):
+        load_version(folder, "mlp", 1, settings)
     with pytest.raises(ModelLoadFailed, match=r"must increase strictly, got \[8, 4, 16\]"):
         load_version(_mlp_copy(models_dir, tmp_path / "c", {"allowed_batch_sizes": [8, 4, 16]}), "mlp", 1,
                      settings)
@@ -147,3 +165,51 @@ async def test_the_flag_reaches_the_server(models_dir: Path) -> None:
         meta: dict[str, Any] = (await client.get("/v2/models/mlp")).json()
     assert meta["parameters"]["batch_size_sessions"] == [2, 64], json.dumps(meta)[:500]
 
+
+
+def test_a_model_on_cuda_gets_powers_of_two_unless_its_file_is_large(models_dir: Path, tmp_path: Path) -> None:
+    """The CUDA branch of the decision, with a real backend that reports CUDA (no GPU here)."""
+    from service.backends.onnx import CPU, CUDA
+    from service.loading import _decide_batching
+
+    settings = Settings(providers="cpu", warmup_batch_sizes=[1])
+    loaded = load_version(_mlp_copy(models_dir, tmp_path), "mlp", 1, settings)
+
+    class ReportsCuda:
+        def __init__(self, real: Any) -> None:
+            self._real, self.signature = real, real.signature
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._real, name)
+
+        def describe(self) -> dict[str, Any]:
+            return {**self._real.describe(), "providers": [CUDA, CPU]}
+
+    on_cuda = ReportsCuda(loaded.backend)
+    small = _decide_batching(on_cuda, loaded.config, settings, "here", 9_000_000)  # type: ignore[arg-type]
+    assert small.batch_sizes == (1, 2, 4, 8, 16, 32, 64)
+    large = _decide_batching(on_cuda, loaded.config, settings, "here", AUTO_MODEL_BYTES + 1)  # type: ignore[arg-type]
+    assert large.batch_sizes == ()
+    off = settings.model_copy(update={"allowed_batch_sizes": "any"})
+    assert _decide_batching(on_cuda, loaded.config, off, "here", 1).batch_sizes == ()  # type: ignore[arg-type]
+
+
+async def test_padded_batches_of_ragged_sequences_answer_as_alone(models_dir: Path, vowels: Any) -> None:
+    """The LSTM's time axis is ragged: padding rows are copies of the first, padded like it; answers unchanged."""
+    sequences = sorted(vowels.test_sequences, key=len)
+    picked = [sequences[0], sequences[len(sequences) // 2], sequences[-1]]  # 3 rows of 3 lengths: padded to 4
+    async with running_app(models_dir, providers="cpu", allowed_batch_sizes="1,4,64", max_queue_delay_ms=30,
+                           models=["lstm"]) as client:
+        alone = [(await client.post("/predict", json={"model": "lstm", "inputs": [s.tolist()], "top_k": 9})).json()
+                 for s in picked]
+        together = await asyncio.gather(*[
+            client.post("/predict", json={"model": "lstm", "inputs": [s.tolist()], "top_k": 9}) for s in picked])
+        metrics = (await client.get("/metrics")).text
+    assert "nnserve_batch_size_bucket" in metrics
+
+    def probabilities(prediction: dict[str, Any]) -> np.ndarray:
+        return np.array([p["probability"] for p in sorted(prediction["top_k"], key=lambda p: p["index"])])
+
+    for one, response in zip(alone, together, strict=True):
+        np.testing.assert_allclose(probabilities(response.json()["predictions"][0]),
+                                   probabilities(one["predictions"][0]), atol=1e-6)
