@@ -24,7 +24,8 @@ model's recent compute time:
   one core anyway: one onnxruntime thread, one batch at a time, as many server processes as cores (the default
   on CPU). A thread there buys no overlap, only hand-offs and a compute thread the event loop preempts; in the
   loop the next bodies wait in the socket meanwhile (docs/benchmarks.md: the imported 3x224x224 classifier
-  1.11x). ``inline_s`` bounds how long other requests of the process wait.
+  1.11x). ``inline_s`` bounds how long other requests of the process wait; while another model of the process
+  is being asked for too, the bound is ``INLINE_MAX_S`` (``service.traffic``).
 
 An item still queued at its deadline gets ``DeadlineExceeded`` and is never computed; once its batch is taken,
 the deadline no longer applies (a computed result is never thrown away).
@@ -52,6 +53,7 @@ from service.activity import ActivityBoard
 from service.backends import Tensors
 from service.batch_sizes import padded_size
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from service.traffic import ModelTraffic
 
 INLINE_MAX_S = 0.001  # a lone request computes in the event loop only if small batches take less than this
 INLINE_MAX_ROWS = 4  # ... and only if it is small itself
@@ -126,6 +128,7 @@ class Batcher:
         board: ActivityBoard | None = None,
         inline_s: float = 0.0,
         batch_sizes: tuple[int, ...] = (),
+        traffic: ModelTraffic | None = None,
     ) -> None:
         self._run = run
         self._run_alone = run_alone if board is not None else None
@@ -146,6 +149,7 @@ class Batcher:
         self._accepting = False
         self._inline_s = inline_s  # the longest batch computed in the event loop whatever else is queued
         self._batch_sizes = batch_sizes  # the sizes a batch is padded to; () any (service.batch_sizes)
+        self._traffic = traffic  # the process's models' latest requests (service.traffic)
         self._small_batch_s = float("inf")  # recent compute time of batches of a few rows (unknown at first)
         # recent compute time per input element, on the batch session (False) and on the lone one (True): a row's
         # cost varies with its shape (open axes, a model that does not batch), and the lone session has every core
@@ -177,6 +181,8 @@ class Batcher:
                     company=company)
         self._queued_samples += size
         self._queue.append(item)
+        if self._traffic is not None:
+            self._traffic.arrived(self.name, now)
         self._observer.queued(self._queued_samples)
         if self._arrival is not None and not self._arrival.done():
             self._arrival.set_result(None)
@@ -212,9 +218,12 @@ class Batcher:
             self._small_batch_s = _recent(self._small_batch_s, compute_s)
         self._element_s[alone] = _recent(self._element_s[alone], compute_s / max(elements, 1))
 
-    def _inline(self, idle: bool, total: int, elements: int, alone: bool) -> bool:
+    def _inline(self, idle: bool, total: int, elements: int, alone: bool, now: float) -> bool:
         """Whether a batch computes in the event loop (module doc)."""
-        return elements * self._element_s[alone] <= self._inline_s or (
+        bound = self._inline_s
+        if bound > INLINE_MAX_S and self._traffic is not None and self._traffic.mixed(self.name, now):
+            bound = INLINE_MAX_S  # another model's requests would wait behind it (service.traffic)
+        return elements * self._element_s[alone] <= bound or (
             idle and total <= INLINE_MAX_ROWS and self._small_batch_s < INLINE_MAX_S)
 
     def _timed_run(self, merged: Tensors, alone: bool = False) -> tuple[Tensors, float]:
@@ -348,7 +357,7 @@ class Batcher:
         merged = merge(live, self._pad_values, rows)
         try:
             elements = sum(int(a.size) for a in merged.values())
-            if self._inline(idle, total, elements, alone):
+            if self._inline(idle, total, elements, alone, loop.time()):
                 outputs, compute_s = self._timed_run(merged, alone)  # no thread hand-off (module doc)
             else:
                 outputs, compute_s = await loop.run_in_executor(self._executor, self._timed_run, merged, alone)

@@ -10,9 +10,9 @@ input and output has an open first axis and that probe passes; otherwise it runs
 
 Where the model's compute and the event loop share one core anyway (one onnxruntime thread, one batch at a time,
 as many server processes as usable cores, on the CPU: ``nnserve serve``'s default), its batches of up to
-``INLINE_SATURATED_S`` of compute run in the event loop (``BatchPolicy.inline_s``; ``service.batcher``);
-``--event-loop-compute-ms`` sets that bound for every model instead, and a model's own
-``batching.event_loop_compute_ms`` for that model.
+``INLINE_SATURATED_S`` of compute run in the event loop (``BatchPolicy.inline_s``; ``service.batcher``), while no
+other model of the process is being asked for (``service.traffic``); ``--event-loop-compute-ms`` sets that bound
+for every model instead, and a model's own ``batching.event_loop_compute_ms`` for that model, whatever the traffic.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class BatchPolicy:
     reason: str  # how it was decided
     inline_s: float = 0.0  # the longest batch computed in the event loop whatever is queued (module doc)
     batch_sizes: tuple[int, ...] = ()  # the sizes batches are padded to, each its own session (service.batch_sizes)
+    inline_given: bool = False  # inline_s set by the model's config or --event-loop-compute-ms, not by default
 
     @property
     def batching(self) -> bool:
@@ -158,6 +159,7 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
         timeout_s=(b.request_timeout_ms or settings.request_timeout_ms) / 1000,
         reason=reason,
         inline_s=_inline_s(backend, concurrency, settings, b.event_loop_compute_ms),
+        inline_given=b.event_loop_compute_ms is not None or settings.event_loop_compute_ms is not None,
         batch_sizes=sizes,
     )
 

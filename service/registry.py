@@ -37,6 +37,7 @@ from service.report import TrainingReport
 from service.repository import Fingerprint, list_models, scan_versions, version_dir
 from service.samples import SampleIndex
 from service.settings import Settings
+from service.traffic import ModelTraffic
 from service.version_policy import VersionPolicy
 
 log = logging.getLogger("nnserve")
@@ -129,6 +130,7 @@ class ModelRegistry:
         self.problems: dict[str, str] = {}  # model-level: no complete version, a pinned one missing, a bad policy
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="backend")
         self.board = ActivityBoard(settings.control_dir)  # who computes: whether a lone request takes every core
+        self.traffic = ModelTraffic()  # which models were asked for lately: whether long batches run in the loop
         self._lock = asyncio.Lock()
 
     # -- lookup -------------------------------------------------------------------------------------------
@@ -188,6 +190,7 @@ class ModelRegistry:
             pad_values={a.input: a.pad_value for a in config.ragged}, name=f"{config.name}:{config.version}",
             run_alone=loaded.backend.run_alone if loaded.backend.runs_alone else None, board=self.board,
             inline_s=policy.inline_s, batch_sizes=policy.batch_sizes,
+            traffic=None if policy.inline_given else self.traffic,
         )
         return ServedModel(config, loaded.report, loaded.backend, policy, InputCheck(config, policy.batching),
                            input_processor(config, self.settings.max_image_pixels), output_processor(config),

@@ -74,8 +74,9 @@ class Settings(BaseSettings):
     event_loop_compute_ms: float | None = Field(
         None, ge=0, allow_inf_nan=False, description="the longest batch (expected compute) a process runs in its "
         "event loop whatever is queued; default: 50 where each process's compute and event loop share one core (one "
-        "onnxruntime thread, one batch at a time, a process per usable core: service.loading), else 0 (a lone quick "
-        "request only)")
+        "onnxruntime thread, one batch at a time, a process per usable core: service.loading) and 1 while another "
+        "model of the process is asked for too (service.traffic), else 0 (a lone quick request only); set, it holds "
+        "whatever the traffic")
     request_timeout_ms: float = Field(10_000, gt=0, description="a request still queued after this gets 504")
     warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
 

@@ -46,8 +46,8 @@ FLAGS: list[tuple[str, type, str]] = [
     ("max-queue-size", int, "queued samples per model before 429 (default 1024)"),
     ("batch-concurrency", int, "batches of one model computing at once (default 1)"),
     ("event-loop-compute-ms", float, "the longest batch a process computes in its event loop whatever is queued "
-     "(default: 50 where each process's compute and loop share one core, the default on the CPU; else 0: a lone "
-     "quick request only)"),
+     "(default: 50 where each process's compute and loop share one core, the default on the CPU, 1 while another "
+     "model of the process is asked for too; else 0: a lone quick request only)"),
     ("request-timeout-ms", float, "queued longer than this -> 504 (default 10000)"),
     ("max-body-bytes", int, "request body limit (default 16 MiB)"),
     ("max-body-bytes-in-flight", int, "request bodies held at once per process before 429 (default 128 MiB)"),

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service import traffic as traffic_module
 from service.activity import CROWDED_HOLD_S, ActivityBoard
 from service.backends import Tensors
 from service.batcher import Batcher, Item, merge
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from service.traffic import ModelTraffic
 
 
 class Recorder:
@@ -286,6 +288,38 @@ async def test_a_batch_expected_to_outlast_inline_s_computes_off_the_loop() -> N
     await batcher.submit(item(3, n=8), 8, 5)
     assert threads[-1] != threading.get_ident()  # 32 ms expected: a thread
     await batcher.stop()
+
+
+async def test_while_another_model_is_asked_for_long_batches_leave_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """service.traffic: a batch computing in the loop holds up every other model of the process, so with mixed
+    traffic only batches as quick as a lone request's stay there; asked for alone again, a model gets its bound
+    back."""
+    monkeypatch.setattr(traffic_module, "MIXED_WINDOW_S", 0.2)
+    traffic, threads = ModelTraffic(), []
+
+    def run(feeds: Tensors) -> Tensors:
+        threads.append(threading.get_ident())
+        time.sleep(0.004 * len(feeds["x"]))  # 4 ms a row
+        return {"y": feeds["x"][:, :1]}
+
+    def batcher(name: str) -> Batcher:
+        return Batcher(run, ThreadPoolExecutor(2), Recorder(), max_batch_size=8, max_queue_delay_s=0.0,
+                       max_queue_size=64, concurrency=1, inline_s=0.05, name=name, traffic=traffic)
+
+    heavy, other = batcher("heavy:1"), batcher("other:1")
+    heavy.start()
+    other.start()
+    await heavy.submit(item(1), 1, 5)  # measured off the loop
+    await heavy.submit(item(2, n=2), 2, 5)
+    assert threads[-1] == threading.get_ident()  # 8 ms expected, within 50 ms: in the loop
+    await other.submit(item(3), 1, 5)
+    await heavy.submit(item(4, n=2), 2, 5)
+    assert threads[-1] != threading.get_ident()  # another model was asked for: off the loop
+    await asyncio.sleep(0.25)
+    await heavy.submit(item(5, n=2), 2, 5)
+    assert threads[-1] == threading.get_ident()  # alone again: back in the loop
+    await heavy.stop()
+    await other.stop()
 
 
 def timed(cost: Callable[[np.ndarray], float]) -> tuple[Callable[[Tensors], Tensors], list[tuple[int, bool]]]:
