@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from service.bench.loadgen import LoadResult
+
 
 class Measured(Protocol):
     model: str
     protocol: str
     concurrency: int
+    beside: LoadResult | None  # another model's paced requests meanwhile (--beside)
 
     @property
     def samples_per_s(self) -> float: ...
@@ -83,14 +86,25 @@ def compare(args: argparse.Namespace, measure_side: Callable[[Side], list[RowT]]
                     results[(row.model, row.protocol, row.concurrency)][side.label].append(row)
     head = ["model", "protocol", "conc.", f"{other.label} samples/s", f"{current.label} samples/s", "ratio",
             f"each round: {other.label} / {current.label}", "p50 ms (median of rounds)"]
+    besides = any(r.beside for sides in results.values() for rows in sides.values() for r in rows)
+    if besides:
+        head.append(f"beside: p50, p99 ms (median of rounds): {other.label} / {current.label}")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, protocol, concurrency), sides_rows in results.items():
         before, after = sides_rows[other.label], sides_rows[current.label]
         cells = side_by_side([r.samples_per_s for r in before], [r.samples_per_s for r in after])
         p50 = " / ".join(f"{statistics.median(r.p50_ms for r in rows):.2f}" if rows else "-"
                          for rows in (before, after))
-        lines.append(f"| {model} | {protocol} | {concurrency} | " + " | ".join([*cells, p50]) + " |")
+        extra = [" / ".join(_beside_median(rows) for rows in (before, after))] if besides else []
+        lines.append(f"| {model} | {protocol} | {concurrency} | " + " | ".join([*cells, p50, *extra]) + " |")
     return "\n".join(lines)
+
+
+def _beside_median(rows: list[RowT]) -> str:
+    measured = [r.beside for r in rows if r.beside]
+    if not measured:
+        return "-"
+    return f"{statistics.median(m.p50_ms for m in measured):.2f}, {statistics.median(m.p99_ms for m in measured):.2f}"
 
 
 def side_by_side(first: list[float], second: list[float]) -> list[str]:

@@ -19,6 +19,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from service.bench.baseline import Side, compare
+from service.bench.beside import Beside, milliseconds, running_beside
+from service.bench.beside import parse as parse_beside
 from service.bench.grpc_load import run_h2load
 from service.bench.inprocess import raw_throughput
 from service.bench.loadgen import LoadResult, run_load
@@ -68,6 +70,7 @@ class Row:
     rss_mb: float
 
     round: int = 1
+    beside: LoadResult | None = None  # the other model's paced requests meanwhile (--beside)
 
     @property
     def samples_per_s(self) -> float:
@@ -79,7 +82,7 @@ class Row:
 
 
 def measure(server: Server, model: LoadedVersion, protocol: str, concurrency: int, args: argparse.Namespace,
-            raw: list) -> Row:  # type: ignore[type-arg]
+            raw: list, beside: Beside | None = None) -> Row:  # type: ignore[type-arg]
     payload = build(model, protocol, raw)
     if args.warmup > 0:
         if protocol == "grpc":
@@ -87,10 +90,11 @@ def measure(server: Server, model: LoadedVersion, protocol: str, concurrency: in
         else:
             run_load(server.url, payload, concurrency, args.warmup)
     before, cpu_before = scrape(server.url), server.cpu()
-    if protocol == "grpc":
-        load = run_h2load(server.grpc, payload, concurrency, args.duration)
-    else:
-        load = run_load(server.url, payload, concurrency, args.duration)
+    with running_beside(server.url, beside, args.duration) as other:
+        if protocol == "grpc":
+            load = run_h2load(server.grpc, payload, concurrency, args.duration)
+        else:
+            load = run_load(server.url, payload, concurrency, args.duration)
     after, cpu_after = scrape(server.url), server.cpu()
     if protocol == "grpc":  # gRPC errors travel in trailers h2load does not read: the server counted them
         load.errors += int(grpc_failures(after, model.config.name) - grpc_failures(before, model.config.name))
@@ -100,7 +104,7 @@ def measure(server: Server, model: LoadedVersion, protocol: str, concurrency: in
     cores = os.cpu_count() or 1
     return Row(model.config.name, protocol, concurrency, load, payload.samples_per_request, hist["mean"],
                (batches - ones) / batches if batches else 0.0, (cpu_after - cpu_before) / load.seconds / cores,
-               server.rss())
+               server.rss(), beside=other.result)
 
 
 def newest(repository: Path, name: str) -> LoadedVersion:
@@ -117,16 +121,22 @@ def run_matrix(server: Server, args: argparse.Namespace, models: list[str], roun
     rounds, so that neither side always runs first)."""
     loaded = {name: newest(args.repository, name) for name in models}
     raw = {name: samples(model, args.data_dir, args.samples) for name, model in loaded.items()}
+    beside = None
+    if args.beside:
+        name, rate = parse_beside(args.beside)
+        other = newest(args.repository, name)
+        beside = Beside(name, rate, build(other, "v2-binary", samples(other, args.data_dir, 64)))
     order = models if round_ % 2 else models[::-1]
     rows = []
     for protocol in args.protocols.split(","):
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             for name in order:
-                row = measure(server, loaded[name], protocol, concurrency, args, raw[name])
+                row = measure(server, loaded[name], protocol, concurrency, args, raw[name], beside)
                 row.round = round_
                 print(f"  {name:7} {protocol:9} c={concurrency:<3} {row.load.rps:8.0f} req/s  p50 "
                       f"{row.load.p50_ms:7.2f} ms  p99 {row.load.p99_ms:7.2f} ms  errors {row.load.errors}  "
-                      f"mean batch {row.batch_mean:5.1f}", flush=True)
+                      f"mean batch {row.batch_mean:5.1f}" +
+                      (f"  {beside.label} p50 / p99 {milliseconds(row.beside)} ms" if beside else ""), flush=True)
                 rows.append(row)
     return sorted(rows, key=lambda r: models.index(r.model))
 
@@ -143,6 +153,9 @@ def table(rows: list[Row], raw_best: dict[str, tuple[float, str]], unbatched: di
         head.insert(3, "round")
     if reference:
         head += ["reference req/s", "reference p50 ms", "p50 added ms"]
+    besides = any(r.beside for r in rows)
+    if besides:
+        head += ["beside: p50 / p99 ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     cores = os.cpu_count() or 1
     for r in rows:
@@ -161,6 +174,8 @@ def table(rows: list[Row], raw_best: dict[str, tuple[float, str]], unbatched: di
             f = reference.get((r.model, r.protocol, r.concurrency))
             cells += [f"{f.load.rps:,.0f}" + (f" ({f.load.errors} errors)" if f.load.errors else ""),
                       f"{f.load.p50_ms:.2f}", f"{r.load.p50_ms - f.load.p50_ms:+.2f}"] if f else ["-", "-", "-"]
+        if besides:
+            cells.append(milliseconds(r.beside))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -208,6 +223,8 @@ def ceilings(before: dict[str, dict[str, float]], after: dict[str, dict[str, flo
 
 
 def bench(args: argparse.Namespace) -> int:
+    if args.beside:
+        parse_beside(args.beside)  # a malformed one is refused before anything is measured
     models = [m for m in args.models.split(",") if m]
     loaded = {name: newest(args.repository, name) for name in models}
     raw_before = measure_raw(loaded, args, "")

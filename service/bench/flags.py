@@ -40,4 +40,8 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
                              "or --versus-args: rounds of each side, default 2)")
     parser.add_argument("--raw-seconds", type=float, default=1.5,
                         help="seconds per batch size of the raw in-process onnxruntime measurement")
+    parser.add_argument("--beside", default=None, metavar="MODEL[:RATE]",
+                        help="while each measured run goes on, also send MODEL's OIP binary requests from one more "
+                             "connection at RATE a second (default 100) and report their p50 / p99: how long one "
+                             "model's load holds up another's")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")

@@ -92,15 +92,42 @@ def run_wrk(url: str, payload: Payload, concurrency: int, duration: float) -> Lo
     )
 
 
-async def run_asyncio(url: str, payload: Payload, concurrency: int, duration: float) -> LoadResult:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    requests = []
+def _requests(payload: Payload, host: str) -> list[bytes]:
+    out = []
     for body, headers in zip(payload.bodies, payload.headers, strict=True):
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         head = (f"POST {payload.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {payload.content_type}\r\n"
                 f"Content-Length: {len(body)}\r\n{extra}\r\n")
-        requests.append(head.encode() + body)
+        out.append(head.encode() + body)
+    return out
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """Send one request and read its whole response; its status."""
+    writer.write(request)
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return status
+
+
+def _result(latencies: list[float], seconds: float, errors: int, cpu_s: float, generator: str) -> LoadResult:
+    lat = np.array(latencies) * 1e3 if latencies else np.zeros(1)
+    return LoadResult(len(latencies), seconds, errors, float(np.percentile(lat, 50)), float(np.percentile(lat, 90)),
+                      float(np.percentile(lat, 99)), cpu_s, generator)
+
+
+async def run_asyncio(url: str, payload: Payload, concurrency: int, duration: float,
+                      rate: float | None = None) -> LoadResult:
+    """``concurrency`` keep-alive connections, each sending its next request once the last is answered; with
+    ``rate``, each connection at most that many a second (a late answer delays the next, none pile up: another
+    model's traffic while the measured load runs, ``--beside``)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    requests = _requests(payload, host)
     latencies: list[float] = []
     errors = 0
     cpu_start, start = time.process_time(), time.perf_counter()
@@ -113,22 +140,15 @@ async def run_asyncio(url: str, payload: Payload, concurrency: int, duration: fl
         try:
             while time.perf_counter() < deadline:
                 sent = time.perf_counter()
-                writer.write(requests[i % len(requests)])
+                status = await _exchange(reader, writer, requests[i % len(requests)])
                 i += 1
-                status = int((await reader.readline()).split()[1])
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
                 latencies.append(time.perf_counter() - sent)
                 if status >= 400:
                     errors += 1
+                if rate:
+                    await asyncio.sleep(max(0.0, start + (i - offset) / rate - time.perf_counter()))
         finally:
             writer.close()
 
     await asyncio.gather(*[connection(k) for k in range(concurrency)])
-    seconds = time.perf_counter() - start
-    lat = np.array(latencies) * 1e3 if latencies else np.zeros(1)
-    return LoadResult(len(latencies), seconds, errors, float(np.percentile(lat, 50)), float(np.percentile(lat, 90)),
-                      float(np.percentile(lat, 99)), time.process_time() - cpu_start, "asyncio")
+    return _result(latencies, time.perf_counter() - start, errors, time.process_time() - cpu_start, "asyncio")
