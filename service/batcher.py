@@ -129,6 +129,7 @@ class Batcher:
         inline_s: float = 0.0,
         batch_sizes: tuple[int, ...] = (),
         traffic: ModelTraffic | None = None,
+        yields: bool = True,
     ) -> None:
         self._run = run
         self._run_alone = run_alone if board is not None else None
@@ -150,6 +151,7 @@ class Batcher:
         self._inline_s = inline_s  # the longest batch computed in the event loop whatever else is queued
         self._batch_sizes = batch_sizes  # the sizes a batch is padded to; () any (service.batch_sizes)
         self._traffic = traffic  # the process's models' latest requests (service.traffic)
+        self._yields = yields  # whether its bound drops to INLINE_MAX_S while other models are asked for
         self._small_batch_s = float("inf")  # recent compute time of batches of a few rows (unknown at first)
         # recent compute time per input element, on the batch session (False) and on the lone one (True): a row's
         # cost varies with its shape (open axes, a model that does not batch), and the lone session has every core
@@ -221,7 +223,8 @@ class Batcher:
     def _inline(self, idle: bool, total: int, elements: int, alone: bool, now: float) -> bool:
         """Whether a batch computes in the event loop (module doc)."""
         bound = self._inline_s
-        if bound > INLINE_MAX_S and self._traffic is not None and self._traffic.mixed(self.name, now):
+        if bound > INLINE_MAX_S and self._yields and self._traffic is not None and \
+                self._traffic.mixed(self.name, now):
             bound = INLINE_MAX_S  # another model's requests would wait behind it (service.traffic)
         return elements * self._element_s[alone] <= bound or (
             idle and total <= INLINE_MAX_ROWS and self._small_batch_s < INLINE_MAX_S)

@@ -1,6 +1,7 @@
 """``nnserve bench --beside MODEL[:RATE]``: while each measured run goes on, one more connection sends MODEL's OIP
 binary requests at RATE a second (default 100), and the tables give their latency: how long one model's load holds
-up another model's requests in the same server (``service.traffic``)."""
+up another model's requests in the same server (``service.traffic``). Against the started server (and a
+``--baseline`` or ``--versus-args`` one) only: not the ``--unbatched`` or ``--reference`` ones."""
 
 from __future__ import annotations
 
@@ -42,18 +43,24 @@ def parse(spec: str) -> tuple[str, float]:
 @dataclass
 class Running:
     result: LoadResult | None = None
+    error: str = ""
 
 
 @contextmanager
 def running_beside(url: str, beside: Beside | None, duration: float) -> Iterator[Running]:
-    """The paced connection in a thread of its own for ``duration`` seconds (none without ``--beside``)."""
+    """The paced connection in a thread of its own for as long as wrk runs (whole seconds), none without
+    ``--beside``; a failure of its own is kept in ``error``, not raised."""
     running = Running()
     if beside is None:
         yield running
         return
 
     def paced() -> None:
-        running.result = asyncio.run(run_asyncio(url, beside.payload, 1, duration, rate=beside.rate))
+        try:
+            running.result = asyncio.run(run_asyncio(url, beside.payload, 1, max(1, round(duration)),
+                                                     rate=beside.rate))
+        except Exception as error:  # reported in the table, the measured run goes on
+            running.error = f"{type(error).__name__}: {error}"
 
     thread = threading.Thread(target=paced, name="bench-beside")
     thread.start()
@@ -64,4 +71,8 @@ def running_beside(url: str, beside: Beside | None, duration: float) -> Iterator
 
 
 def milliseconds(result: LoadResult | None) -> str:
-    return f"{result.p50_ms:.2f} / {result.p99_ms:.2f}" if result else "-"
+    """p50 / p99, and how many failed where some did (a 404 or 429 is quick: its latency alone would mislead)."""
+    if result is None:
+        return "-"
+    failed = f" ({result.errors} of {result.requests} failed)" if result.errors else ""
+    return f"{result.p50_ms:.2f} / {result.p99_ms:.2f}{failed}"

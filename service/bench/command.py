@@ -96,6 +96,8 @@ def measure(server: Server, model: LoadedVersion, protocol: str, concurrency: in
         else:
             load = run_load(server.url, payload, concurrency, args.duration)
     after, cpu_after = scrape(server.url), server.cpu()
+    if other.error:
+        print(f"  --beside {beside.model if beside else ''}: {other.error}", flush=True)
     if protocol == "grpc":  # gRPC errors travel in trailers h2load does not read: the server counted them
         load.errors += int(grpc_failures(after, model.config.name) - grpc_failures(before, model.config.name))
     hist = batch_histogram(before, after, model.config.name)
@@ -136,7 +138,8 @@ def run_matrix(server: Server, args: argparse.Namespace, models: list[str], roun
                 print(f"  {name:7} {protocol:9} c={concurrency:<3} {row.load.rps:8.0f} req/s  p50 "
                       f"{row.load.p50_ms:7.2f} ms  p99 {row.load.p99_ms:7.2f} ms  errors {row.load.errors}  "
                       f"mean batch {row.batch_mean:5.1f}" +
-                      (f"  {beside.label} p50 / p99 {milliseconds(row.beside)} ms" if beside else ""), flush=True)
+                      (f"  {beside.label} p50 / p99 {milliseconds(row.beside)} ms, "
+                       f"{row.beside.requests if row.beside else 0} requests" if beside else ""), flush=True)
                 rows.append(row)
     return sorted(rows, key=lambda r: models.index(r.model))
 
@@ -264,13 +267,15 @@ def bench(args: argparse.Namespace) -> int:
         if args.unbatched:
             print("unbatched server (--max-batch-size 1):", flush=True)
             with started_server(args.repository, args.server_args + " --max-batch-size 1") as server:
-                unbatched = {(r.model, r.protocol, r.concurrency): r for r in run_matrix(server, args, models)}
+                unbatched = {(r.model, r.protocol, r.concurrency): r
+                             for r in run_matrix(server, argparse.Namespace(**{**vars(args), "beside": None}),
+                                                 models)}
     if args.reference:
         protocols = ",".join(p for p in args.protocols.split(",") if p.startswith("v2-"))
         print(f"reference: FastAPI calling onnxruntime in its event loop ({protocols}):", flush=True)
         with reference_server(args.repository, models, free_port()) as (url, pid):
             reference = {(r.model, r.protocol, r.concurrency): r
-                         for r in run_matrix(Server(url, pid), argparse.Namespace(**{**vars(args),
+                         for r in run_matrix(Server(url, pid), argparse.Namespace(**{**vars(args), "beside": None,
                                                                                      "protocols": protocols}),
                                              models)}
     raw_best = ceilings(raw_before, raw_after)

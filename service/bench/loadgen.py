@@ -92,6 +92,9 @@ def run_wrk(url: str, payload: Payload, concurrency: int, duration: float) -> Lo
     )
 
 
+PACED_TIMEOUT_S = 30.0  # as wrk's --timeout
+
+
 def _requests(payload: Payload, host: str) -> list[bytes]:
     out = []
     for body, headers in zip(payload.bodies, payload.headers, strict=True):
@@ -123,8 +126,9 @@ def _result(latencies: list[float], seconds: float, errors: int, cpu_s: float, g
 async def run_asyncio(url: str, payload: Payload, concurrency: int, duration: float,
                       rate: float | None = None) -> LoadResult:
     """``concurrency`` keep-alive connections, each sending its next request once the last is answered; with
-    ``rate``, each connection at most that many a second (a late answer delays the next, none pile up: another
-    model's traffic while the measured load runs, ``--beside``)."""
+    ``rate``, each connection at most that many a second, a request never sooner than ``1 / rate`` after the one
+    before it was sent (a late answer delays the next; missed slots are not made up in a burst), each answer
+    awaited at most ``PACED_TIMEOUT_S``: another model's traffic while the measured load runs (``--beside``)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     requests = _requests(payload, host)
@@ -140,13 +144,14 @@ async def run_asyncio(url: str, payload: Payload, concurrency: int, duration: fl
         try:
             while time.perf_counter() < deadline:
                 sent = time.perf_counter()
-                status = await _exchange(reader, writer, requests[i % len(requests)])
+                exchange = _exchange(reader, writer, requests[i % len(requests)])
+                status = await (asyncio.wait_for(exchange, PACED_TIMEOUT_S) if rate else exchange)
                 i += 1
                 latencies.append(time.perf_counter() - sent)
                 if status >= 400:
                     errors += 1
                 if rate:
-                    await asyncio.sleep(max(0.0, start + (i - offset) / rate - time.perf_counter()))
+                    await asyncio.sleep(max(0.0, sent + 1 / rate - time.perf_counter()))
         finally:
             writer.close()
 

@@ -21,8 +21,10 @@ def test_bench_reports_another_models_latency_beside_the_load(models_dir: Path, 
                  "--duration", "2", "--warmup", "0", "--raw-seconds", "0.05", "--samples", "16", "--data-dir",
                  str(data_dir), "--beside", "mlp:50", "--markdown", str(markdown))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert re.search(r"cnn +v2-binary c=8 .* mlp at 50/s beside p50 / p99 [\d.]+ / [\d.]+ ms", done.stdout), \
-        done.stdout
+    line = re.search(r"cnn +v2-binary c=8 .* mlp at 50/s beside p50 / p99 [\d.]+ / [\d.]+ ms, (\d+) requests",
+                     done.stdout)
+    assert line, done.stdout
+    assert 60 <= int(line.group(1)) <= 101, line.group(0)  # paced: 50 a second for the 2 s of the run
     text = markdown.read_text()
     assert "| beside: p50 / p99 ms |" in text
     row = re.search(r"^\| cnn \| v2-binary \| 8 \| .* \| ([\d.]+) / ([\d.]+) \|$", text, re.MULTILINE)

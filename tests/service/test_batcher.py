@@ -294,7 +294,7 @@ async def test_while_another_model_is_asked_for_long_batches_leave_the_loop(monk
     """service.traffic: a batch computing in the loop holds up every other model of the process, so with mixed
     traffic only batches as quick as a lone request's stay there; asked for alone again, a model gets its bound
     back."""
-    monkeypatch.setattr(traffic_module, "MIXED_WINDOW_S", 0.2)
+    monkeypatch.setattr(traffic_module, "MIXED_WINDOW_S", 0.5)
     traffic, threads = ModelTraffic(), []
 
     def run(feeds: Tensors) -> Tensors:
@@ -315,7 +315,7 @@ async def test_while_another_model_is_asked_for_long_batches_leave_the_loop(monk
     await other.submit(item(3), 1, 5)
     await heavy.submit(item(4, n=2), 2, 5)
     assert threads[-1] != threading.get_ident()  # another model was asked for: off the loop
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.6)
     await heavy.submit(item(5, n=2), 2, 5)
     assert threads[-1] == threading.get_ident()  # alone again: back in the loop
     await heavy.stop()

@@ -4,12 +4,15 @@ batch window fails only itself."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from tests.service.conftest import metric_value
+from tests.service.conftest import metric_value, running_app
 
 
 async def test_concurrent_requests_form_batches_larger_than_one(client: httpx.AsyncClient, fashion: Any) -> None:
@@ -62,3 +65,24 @@ async def test_a_request_for_no_served_model_is_counted_without_per_model_series
     assert metric_value(metrics, "nnserve_requests_total", model="_unknown", code="404") == 1
     assert 'model="_unknown"' not in "".join(
         line for line in metrics.splitlines() if line.startswith(("nnserve_in_flight", "nnserve_preprocess")))
+
+
+async def test_every_models_requests_count_as_traffic_and_an_explicit_bound_holds(models_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    """service.traffic through the real app: one record per process, every model's requests in it (a model with a
+    bound of its own too), and only the models on the default bound lower it while others are asked for."""
+    for name in ("mlp", "cnn"):
+        shutil.copytree(models_dir / name, tmp_path / name)
+    config_path = tmp_path / "mlp" / "1" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "batching": {"event_loop_compute_ms": 0}}))
+    async with running_app(tmp_path, providers="cpu") as client:
+        registry = client._transport.app.state.plane.registry  # type: ignore[attr-defined]
+        mlp, cnn = registry.get("mlp").batcher, registry.get("cnn").batcher
+        assert mlp._traffic is cnn._traffic is registry.traffic
+        assert (mlp._yields, cnn._yields) == (False, True)  # the mlp's bound was set: it holds
+        response = await client.post("/predict", json={"model": "mlp", "inputs": [np.zeros((28, 28)).tolist()]})
+        assert response.status_code == 200
+        now = asyncio.get_running_loop().time()
+        assert registry.traffic.mixed("cnn:1", now)  # the mlp's request counts for the cnn
+        assert not registry.traffic.mixed("mlp:1", now)
