@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -65,7 +66,7 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(64, ge=1)
     allowed_batch_sizes: str = Field(
-        "auto", pattern=r"^(auto|any|[1-9][0-9]*(,[1-9][0-9]*)*)$", description="the batch sizes a model runs at, "
+        "auto", description="the batch sizes a model runs at, "
         "a batch padded to the next (service.batch_sizes): auto (powers of two up to each model's max_batch_size "
         "on CUDA for model files up to 256 MiB, else any size) | any | a list such as 1,8,64")
     max_queue_delay_ms: float = Field(0.0, ge=0, description="longest wait for company; 0 = take what is queued")
@@ -103,6 +104,13 @@ class Settings(BaseSettings):
                              f"max_body_bytes ({self.max_body_bytes}): a request of the largest size could never "
                              f"be admitted")
         return self
+
+    @field_validator("allowed_batch_sizes")
+    @classmethod
+    def _sizes(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|any|[1-9][0-9]*(,[1-9][0-9]*)*", value):
+            raise ValueError("expected auto, any, or batch sizes above 0 separated by commas, such as 1,8,64")
+        return value
 
     @field_validator("version_policy")
     @classmethod

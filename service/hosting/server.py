@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from service.repository import newest_model_bytes
 from service.settings import Settings, cuda_offered, default_workers, usable_cpus
 
@@ -122,12 +124,25 @@ def uvicorn_config(settings: Settings) -> Any:
     )
 
 
+def settings_problem(error: ValidationError) -> str:
+    """``nnserve serve``'s refusal of bad settings: each named as its flag (and its variable), what came, and why."""
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "settings"
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        lines.append(f"--{field.replace('_', '-')} (NNSERVE_{field.upper()}): {message}; got {problem['input']!r}")
+    return "nnserve serve: " + "\n  ".join(lines)
+
+
 def serve(args: argparse.Namespace) -> int:
     from service.hosting.uvicorn_server import NNServeServer
     from service.hosting.workers import serve_group, serve_worker
 
     apply_flags(args)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        raise SystemExit(settings_problem(error)) from None
     if args.worker_of is not None:  # one of the processes of `--workers N`
         return serve_worker(args.worker_of, settings, uvicorn_config(settings))
     if settings.workers is None:  # resolved once, here, so every process splits the cores the same way
