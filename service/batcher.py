@@ -25,7 +25,8 @@ model's recent compute time:
   on CPU). A thread there buys no overlap, only hand-offs and a compute thread the event loop preempts; in the
   loop the next bodies wait in the socket meanwhile (docs/benchmarks.md: the imported 3x224x224 classifier
   1.11x). ``inline_s`` bounds how long other requests of the process wait; while another model of the process
-  is being asked for too, the bound is ``INLINE_MAX_S`` (``service.traffic``).
+  is being asked for too, ``inline_mixed_s`` does (by default ``INLINE_MAX_S`` at most: ``service.loading``,
+  ``service.traffic``).
 
 An item still queued at its deadline gets ``DeadlineExceeded`` and is never computed; once its batch is taken,
 the deadline no longer applies (a computed result is never thrown away).
@@ -129,7 +130,7 @@ class Batcher:
         inline_s: float = 0.0,
         batch_sizes: tuple[int, ...] = (),
         traffic: ModelTraffic | None = None,
-        yields: bool = True,
+        inline_mixed_s: float = 0.0,
     ) -> None:
         self._run = run
         self._run_alone = run_alone if board is not None else None
@@ -151,7 +152,7 @@ class Batcher:
         self._inline_s = inline_s  # the longest batch computed in the event loop whatever else is queued
         self._batch_sizes = batch_sizes  # the sizes a batch is padded to; () any (service.batch_sizes)
         self._traffic = traffic  # the process's models' latest requests (service.traffic)
-        self._yields = yields  # whether its bound drops to INLINE_MAX_S while other models are asked for
+        self._inline_mixed_s = inline_mixed_s  # inline_s while other models of the process are asked for
         self._small_batch_s = float("inf")  # recent compute time of batches of a few rows (unknown at first)
         # recent compute time per input element, on the batch session (False) and on the lone one (True): a row's
         # cost varies with its shape (open axes, a model that does not batch), and the lone session has every core
@@ -222,10 +223,8 @@ class Batcher:
 
     def _inline(self, idle: bool, total: int, elements: int, alone: bool, now: float) -> bool:
         """Whether a batch computes in the event loop (module doc)."""
-        bound = self._inline_s
-        if bound > INLINE_MAX_S and self._yields and self._traffic is not None and \
-                self._traffic.mixed(self.name, now):
-            bound = INLINE_MAX_S  # another model's requests would wait behind it (service.traffic)
+        mixed = self._traffic is not None and self._traffic.mixed(self.name, now)  # they would wait behind it
+        bound = self._inline_mixed_s if mixed else self._inline_s
         return elements * self._element_s[alone] <= bound or (
             idle and total <= INLINE_MAX_ROWS and self._small_batch_s < INLINE_MAX_S)
 

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from service.backends import Backend, RuntimeOptions, build_backend
 from service.backends.onnx import CPU, CUDA, ProviderUnavailable
 from service.batch_sizes import allowed_batch_sizes
+from service.batcher import INLINE_MAX_S
 from service.config import PLATFORMS, ModelConfig, RuntimeConfig, read_config_file
 from service.config_from_graph import ConfigError, batch_blocker, complete_config
 from service.errors import ModelLoadFailed
@@ -47,7 +48,7 @@ class BatchPolicy:
     reason: str  # how it was decided
     inline_s: float = 0.0  # the longest batch computed in the event loop whatever is queued (module doc)
     batch_sizes: tuple[int, ...] = ()  # the sizes batches are padded to, each its own session (service.batch_sizes)
-    inline_given: bool = False  # inline_s set by the model's config or --event-loop-compute-ms, not by default
+    inline_mixed_s: float = 0.0  # inline_s while other models of the process are asked for (service.traffic)
 
     @property
     def batching(self) -> bool:
@@ -144,6 +145,7 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
             size, reason = 0, f"the first axis is not a batch axis: {problem}"
     b = config.batching
     concurrency = b.concurrency or settings.batch_concurrency
+    inline_s, inline_mixed_s = _inline_bounds(backend, concurrency, settings, b.event_loop_compute_ms)
     try:
         sizes = allowed_batch_sizes(b.allowed_batch_sizes, settings.allowed_batch_sizes, size,
                                     backend.describe().get("providers", [])[:1] == [CUDA], model_bytes,
@@ -158,8 +160,8 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
         concurrency=concurrency,
         timeout_s=(b.request_timeout_ms or settings.request_timeout_ms) / 1000,
         reason=reason,
-        inline_s=_inline_s(backend, concurrency, settings, b.event_loop_compute_ms),
-        inline_given=b.event_loop_compute_ms is not None or settings.event_loop_compute_ms is not None,
+        inline_s=inline_s,
+        inline_mixed_s=inline_mixed_s,
         batch_sizes=sizes,
     )
 
@@ -167,12 +169,16 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
 INLINE_SATURATED_S = 0.05  # how long other requests of a process may wait for a batch computing in its loop
 
 
-def _inline_s(backend: Backend, concurrency: int, settings: Settings, own_ms: float | None) -> float:
-    """The model's config, else ``--event-loop-compute-ms``, else the default where the core is shared."""
+def _inline_bounds(backend: Backend, concurrency: int, settings: Settings, own_ms: float | None
+                   ) -> tuple[float, float]:
+    """The longest batch computed in the event loop, and the same while other models of the process are asked for:
+    the model's config, else ``--event-loop-compute-ms``, both as given; else the default where the core is shared,
+    and while other models are asked for no more than a lone quick request's (``service.traffic``)."""
     given = own_ms if own_ms is not None else settings.event_loop_compute_ms
     if given is not None:
-        return given / 1000
-    return INLINE_SATURATED_S if _shares_a_core(backend, concurrency, settings) else 0.0
+        return given / 1000, given / 1000
+    bound = INLINE_SATURATED_S if _shares_a_core(backend, concurrency, settings) else 0.0
+    return bound, min(bound, INLINE_MAX_S)
 
 
 def _shares_a_core(backend: Backend, concurrency: int, settings: Settings) -> bool:

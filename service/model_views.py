@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from service.batcher import INLINE_MAX_S
 from service.config import TensorConfig
 from service.datatypes import DTYPES
 from service.registry import ServedModel
@@ -149,8 +148,7 @@ def model_card(served: ServedModel, versions: list[int], others: Sequence[Served
                      "max_queue_delay_ms": served.policy.max_queue_delay_s * 1000,
                      "request_timeout_ms": served.policy.timeout_s * 1000,
                      "in_event_loop_up_to_ms": served.policy.inline_s * 1000,
-                     "in_event_loop_beside_other_models_up_to_ms": served.policy.inline_s * 1000
-                     if served.policy.inline_given else min(served.policy.inline_s, INLINE_MAX_S) * 1000,
+                     "in_event_loop_beside_other_models_up_to_ms": served.policy.inline_mixed_s * 1000,
                      "allowed_batch_sizes": list(served.policy.batch_sizes)},  # []: any size
         "config": config.model_dump(mode="json", exclude_none=True),
         "report": report.model_dump(mode="json", by_alias=True, exclude_none=True) if report else None,

@@ -190,7 +190,7 @@ class ModelRegistry:
             pad_values={a.input: a.pad_value for a in config.ragged}, name=f"{config.name}:{config.version}",
             run_alone=loaded.backend.run_alone if loaded.backend.runs_alone else None, board=self.board,
             inline_s=policy.inline_s, batch_sizes=policy.batch_sizes, traffic=self.traffic,
-            yields=not policy.inline_given,  # every model's requests count; a bound set explicitly holds
+            inline_mixed_s=policy.inline_mixed_s,
         )
         return ServedModel(config, loaded.report, loaded.backend, policy, InputCheck(config, policy.batching),
                            input_processor(config, self.settings.max_image_pixels), output_processor(config),

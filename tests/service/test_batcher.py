@@ -16,7 +16,7 @@ import pytest
 from service import traffic as traffic_module
 from service.activity import CROWDED_HOLD_S, ActivityBoard
 from service.backends import Tensors
-from service.batcher import Batcher, Item, merge
+from service.batcher import INLINE_MAX_S, Batcher, Item, merge
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 from service.traffic import ModelTraffic
 
@@ -304,7 +304,8 @@ async def test_while_another_model_is_asked_for_long_batches_leave_the_loop(monk
 
     def batcher(name: str) -> Batcher:
         return Batcher(run, ThreadPoolExecutor(2), Recorder(), max_batch_size=8, max_queue_delay_s=0.0,
-                       max_queue_size=64, concurrency=1, inline_s=0.05, name=name, traffic=traffic)
+                       max_queue_size=64, concurrency=1, inline_s=0.05, name=name, traffic=traffic,
+                       inline_mixed_s=INLINE_MAX_S)
 
     heavy, other = batcher("heavy:1"), batcher("other:1")
     heavy.start()

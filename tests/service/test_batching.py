@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from service.batcher import INLINE_MAX_S
+from service.loading import INLINE_SATURATED_S
 from tests.service.conftest import metric_value, running_app
 
 
@@ -75,12 +78,14 @@ async def test_every_models_requests_count_as_traffic_and_an_explicit_bound_hold
         shutil.copytree(models_dir / name, tmp_path / name)
     config_path = tmp_path / "mlp" / "1" / "config.json"
     config = json.loads(config_path.read_text())
-    config_path.write_text(json.dumps({**config, "batching": {"event_loop_compute_ms": 0}}))
-    async with running_app(tmp_path, providers="cpu") as client:
+    config_path.write_text(json.dumps({**config, "batching": {"event_loop_compute_ms": 20}}))
+    cores = len(os.sched_getaffinity(0))  # a process per core, one thread: the default bound is INLINE_SATURATED_S
+    async with running_app(tmp_path, providers="cpu", workers=cores, intra_op_threads=1) as client:
         registry = client._transport.app.state.plane.registry  # type: ignore[attr-defined]
         mlp, cnn = registry.get("mlp").batcher, registry.get("cnn").batcher
         assert mlp._traffic is cnn._traffic is registry.traffic
-        assert (mlp._yields, cnn._yields) == (False, True)  # the mlp's bound was set: it holds
+        assert (mlp._inline_s, mlp._inline_mixed_s) == (0.02, 0.02)  # the mlp's bound was set: it holds
+        assert (cnn._inline_s, cnn._inline_mixed_s) == (INLINE_SATURATED_S, INLINE_MAX_S)  # the default yields
         response = await client.post("/predict", json={"model": "mlp", "inputs": [np.zeros((28, 28)).tolist()]})
         assert response.status_code == 200
         now = asyncio.get_running_loop().time()

@@ -130,6 +130,7 @@ def test_batches_compute_in_the_event_loop_only_where_compute_and_loop_share_a_c
     import json
     import shutil
 
+    from service.batcher import INLINE_MAX_S
     from service.loading import INLINE_SATURATED_S, load_version
     from service.settings import usable_cpus
 
@@ -139,9 +140,9 @@ def test_batches_compute_in_the_event_loop_only_where_compute_and_loop_share_a_c
     shared = Settings(providers="cpu", workers=cores, warmup_batch_sizes=[1])
     assert shared.onnxruntime_threads() == 1
     assert load_version(folder, "mlp", 1, shared).policy.inline_s == INLINE_SATURATED_S == 0.05
-    assert not load_version(folder, "mlp", 1, shared).policy.inline_given  # the default: capped in mixed traffic
-    explicit = shared.model_copy(update={"event_loop_compute_ms": 50})
-    assert load_version(folder, "mlp", 1, explicit).policy.inline_given  # as given, whatever the traffic
+    assert load_version(folder, "mlp", 1, shared).policy.inline_mixed_s == INLINE_MAX_S  # the default: capped in
+    explicit = shared.model_copy(update={"event_loop_compute_ms": 50})  # mixed traffic; a bound set: as given
+    assert load_version(folder, "mlp", 1, explicit).policy.inline_mixed_s == 0.05
     for spare in (shared.model_copy(update={"batch_concurrency": 2}),
                   shared.model_copy(update={"intra_op_threads": 2}),
                   shared.model_copy(update={"workers": cores, "intra_op_threads": 0})):
