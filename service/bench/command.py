@@ -97,7 +97,7 @@ def measure(server: Server, model: LoadedVersion, protocol: str, concurrency: in
             load = run_load(server.url, payload, concurrency, args.duration)
     after, cpu_after = scrape(server.url), server.cpu()
     if other.error:
-        print(f"  --beside {beside.model if beside else ''}: {other.error}", flush=True)
+        print(f"  --beside: {other.error}", flush=True)
     if protocol == "grpc":  # gRPC errors travel in trailers h2load does not read: the server counted them
         load.errors += int(grpc_failures(after, model.config.name) - grpc_failures(before, model.config.name))
     hist = batch_histogram(before, after, model.config.name)

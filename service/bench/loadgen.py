@@ -95,16 +95,6 @@ def run_wrk(url: str, payload: Payload, concurrency: int, duration: float) -> Lo
 PACED_TIMEOUT_S = 30.0  # as wrk's --timeout
 
 
-def _requests(payload: Payload, host: str) -> list[bytes]:
-    out = []
-    for body, headers in zip(payload.bodies, payload.headers, strict=True):
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        head = (f"POST {payload.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {payload.content_type}\r\n"
-                f"Content-Length: {len(body)}\r\n{extra}\r\n")
-        out.append(head.encode() + body)
-    return out
-
-
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
     """Send one request and read its whole response; its status."""
     writer.write(request)
@@ -117,12 +107,6 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status
 
 
-def _result(latencies: list[float], seconds: float, errors: int, cpu_s: float, generator: str) -> LoadResult:
-    lat = np.array(latencies) * 1e3 if latencies else np.zeros(1)
-    return LoadResult(len(latencies), seconds, errors, float(np.percentile(lat, 50)), float(np.percentile(lat, 90)),
-                      float(np.percentile(lat, 99)), cpu_s, generator)
-
-
 async def run_asyncio(url: str, payload: Payload, concurrency: int, duration: float,
                       rate: float | None = None) -> LoadResult:
     """``concurrency`` keep-alive connections, each sending its next request once the last is answered; with
@@ -131,7 +115,12 @@ async def run_asyncio(url: str, payload: Payload, concurrency: int, duration: fl
     awaited at most ``PACED_TIMEOUT_S``: another model's traffic while the measured load runs (``--beside``)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    requests = _requests(payload, host)
+    requests = []
+    for body, headers in zip(payload.bodies, payload.headers, strict=True):
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head = (f"POST {payload.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {payload.content_type}\r\n"
+                f"Content-Length: {len(body)}\r\n{extra}\r\n")
+        requests.append(head.encode() + body)
     latencies: list[float] = []
     errors = 0
     cpu_start, start = time.process_time(), time.perf_counter()
@@ -156,4 +145,7 @@ async def run_asyncio(url: str, payload: Payload, concurrency: int, duration: fl
             writer.close()
 
     await asyncio.gather(*[connection(k) for k in range(concurrency)])
-    return _result(latencies, time.perf_counter() - start, errors, time.process_time() - cpu_start, "asyncio")
+    seconds = time.perf_counter() - start
+    lat = np.array(latencies) * 1e3 if latencies else np.zeros(1)
+    return LoadResult(len(latencies), seconds, errors, float(np.percentile(lat, 50)), float(np.percentile(lat, 90)),
+                      float(np.percentile(lat, 99)), time.process_time() - cpu_start, "asyncio")
