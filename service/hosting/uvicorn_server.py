@@ -3,11 +3,12 @@ health NOT_SERVING at once, while requests already on their way are still answer
 instead of uvicorn's re-raising the signal after its shutdown (which made the exit status -15).
 
 The drain of each HTTP connection is ``http_protocol.CoalescingHttpToolsProtocol.shutdown``. Before the listening
-socket closes, the connections waiting in its accept queue are accepted and drained like the others: closing a
-listening socket resets every connection still queued on it, and a drain fills that queue (the clients told
-``Connection: close`` by one process reconnect, and with several processes the kernel hands those connections to
-another one's socket, which closes a moment later: 3 of 32 clients met a reset in one of ten SIGTERM drills under
-load before this). Relies on ``Server.handle_exit``, ``should_exit``, ``force_exit``, ``servers``,
+socket closes, it stops taking handshakes and the connections waiting in its accept queue are accepted and drained
+like the others (``listener_close``): closing a listening socket resets every connection still queued on it, and a
+drain fills that queue (the clients told ``Connection: close`` by one process reconnect, and with several processes
+the kernel hands those connections to another one's socket, which closes a moment later: 3 of 32 clients met a
+reset in one of ten SIGTERM drills under load before the queue was accepted, and 1 of 32 in about 1 in 150 drills
+before handshakes were refused first). Relies on ``Server.handle_exit``, ``should_exit``, ``force_exit``, ``servers``,
 ``server_state`` and ``lifespan.state``: pinned and canary-tested with the rest of hosting/.
 """
 
@@ -21,6 +22,7 @@ from types import FrameType
 import uvicorn
 
 from service import drain
+from service.hosting.listener_close import close_listeners
 
 
 class NNServeServer(uvicorn.Server):
@@ -37,7 +39,7 @@ class NNServeServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        # uvloop's are not socket objects: accept_waiting reads these (each a dup of one, closed with it)
+        # uvloop's are not socket objects: close_listeners reads these (each a dup of one, closed with it)
         self.listeners = tuple(socket.fromfd(s.fileno(), s.family, s.type) for server in self.servers
                                for s in server.sockets or ())
         for listener in self.listeners:
@@ -46,10 +48,7 @@ class NNServeServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()  # uvicorn's shutdown closes them too: closing twice is harmless
-        waiting: list[socket.socket] = []
-        for listener in self.listeners:  # each closed right after its queue is emptied: a connection completing its
-            waiting += accept_waiting((listener,))  # handshake in between is still reset (seen once in ~80 drills
-            listener.close()  # of 32 clients), the window kept as short as one accept's return
+        waiting = await close_listeners(self.listeners)
         loop = asyncio.get_running_loop()
         for connection in waiting:
             await loop.connect_accepted_socket(self._protocol, connection)
@@ -60,16 +59,3 @@ class NNServeServer(uvicorn.Server):
         return self.config.http_protocol_class(  # type: ignore[call-arg]
             config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
 
-
-def accept_waiting(listeners: tuple[socket.socket, ...]) -> list[socket.socket]:
-    """Every connection queued on the (non-blocking) listening sockets, accepted."""
-    accepted = []
-    for listener in listeners:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                break  # nothing more queued (BlockingIOError), or closed
-            connection.setblocking(False)
-            accepted.append(connection)
-    return accepted
