@@ -385,6 +385,8 @@ class Batcher:
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
         """Refuse new items, finish what is queued and computing, then end the loop."""
         self._accepting = False
+        if self._traffic is not None:
+            self._traffic.forget(self.name)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + drain_timeout_s
         while (self._queue or self._tasks) and loop.time() < give_up:

@@ -23,6 +23,10 @@ class ModelTraffic:
     def arrived(self, model: str, now: float) -> None:
         self._latest[model] = now
 
+    def forget(self, model: str) -> None:
+        """A model no longer served (its batcher stopped) is no one's other model any more."""
+        self._latest.pop(model, None)
+
     def mixed(self, model: str, now: float) -> bool:
         """Whether another model had a request within ``MIXED_WINDOW_S`` of ``now``."""
         since = now - MIXED_WINDOW_S

@@ -319,8 +319,11 @@ async def test_while_another_model_is_asked_for_long_batches_leave_the_loop(monk
     await asyncio.sleep(0.6)
     await heavy.submit(item(5, n=2), 2, 5)
     assert threads[-1] == threading.get_ident()  # alone again: back in the loop
+    await other.submit(item(6), 1, 5)
+    await other.stop()  # unloaded: its last request no longer counts
+    await heavy.submit(item(7, n=2), 2, 5)
+    assert threads[-1] == threading.get_ident()
     await heavy.stop()
-    await other.stop()
 
 
 def timed(cost: Callable[[np.ndarray], float]) -> tuple[Callable[[Tensors], Tensors], list[tuple[int, bool]]]:
