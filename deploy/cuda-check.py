@@ -15,7 +15,8 @@
 5. Served under load: c=64 OIP binary requests for ``--seconds`` against each of ``--servers`` (by default
    ``--providers cuda`` as it starts by default: ``--allowed-batch-sizes auto``, a session per power-of-two size,
    4 processes; the same in one process; one process and one session, ``any``, as before; and ``--providers cpu``):
-   requests/s, median latency, mean batch and mean compute per batch (from /metrics), and a lone client's median.
+   requests/s, median latency, mean batch and mean compute per batch (from /metrics), and a lone client's median;
+   a server that fails a request, or answers none, fails the check.
 Prints the tables; exits non-zero if a check fails.
 """
 
@@ -85,8 +86,9 @@ def _model_sum(sample: dict, name: str, model: str) -> float:  # type: ignore[ty
     return float(sum(v for (n, labels), v in sample.items() if n == name and dict(labels).get("model") == model))
 
 
-def served_load(repository: Path, models: list[str], servers: str, seconds: float, rng: np.random.Generator) -> None:
-    """Section 5 of the module doc."""
+def served_load(repository: Path, models: list[str], servers: str, seconds: float,
+                rng: np.random.Generator) -> list[str]:
+    """Section 5 of the module doc; the servers that failed a request or answered none."""
     import asyncio
 
     from service.bench.loadgen import run_asyncio
@@ -99,8 +101,9 @@ def served_load(repository: Path, models: list[str], servers: str, seconds: floa
     loaded = {m: load_version(repository / m / "1", m, 1, local) for m in models}
     payloads = {m: build(v, "v2-binary", [Sample(None, feeds_for(v.backend, 1, rng)) for _ in range(32)])
                 for m, v in loaded.items()}
-    print("\n| server | model | req/s, c=64 | p50 ms | mean batch | compute ms per batch | p50 ms, c=1 |")
-    print("|---|---|---|---|---|---|---|")
+    failures = []
+    print("\n| server | model | req/s, c=64 | p50 ms | mean batch | compute ms per batch | p50 ms, c=1 | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for server in servers.split(";"):
         providers, sizes, *workers = server.split(":")
         flags = ["--providers", providers, "--allowed-batch-sizes", sizes, "--no-access-log",
@@ -121,7 +124,11 @@ def served_load(repository: Path, models: list[str], servers: str, seconds: floa
                 compute = _model_sum(after, "nnserve_compute_seconds_sum", model) - \
                     _model_sum(before, "nnserve_compute_seconds_sum", model)
                 print(f"| {label} | {model} | {result.rps:,.0f} | {result.p50_ms:.1f} | {rows / max(batches, 1):.1f} "
-                      f"| {1000 * compute / max(batches, 1):.2f} | {lone.p50_ms:.2f} |", flush=True)
+                      f"| {1000 * compute / max(batches, 1):.2f} | {lone.p50_ms:.2f} | {result.errors + lone.errors} |",
+                      flush=True)
+                if result.errors or lone.errors or not result.requests or not lone.requests:
+                    failures.append(f"load {server} {model}")
+    return failures
 
 
 def check_models(repository: Path, seconds: float, rng: np.random.Generator) -> list[str]:
@@ -204,7 +211,7 @@ def main() -> int:
     if "4" in sections:
         failures += serve_check(args.repository, args.seconds, rng)
     if "5" in sections:
-        served_load(args.repository, load_models, args.servers, args.seconds, rng)
+        failures += served_load(args.repository, load_models, args.servers, args.seconds, rng)
     print("FAILED: " + ", ".join(failures) if failures else "all CUDA checks passed")
     return 1 if failures else 0
 

@@ -19,10 +19,11 @@ def test_the_served_load_section_runs_and_reads_the_servers_metrics(models_dir: 
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.served_load(models_dir, ["mlp"], "cpu:1,8,64:1", 0.5, np.random.default_rng(0))
+    assert module.served_load(models_dir, ["mlp"], "cpu:1,8,64:1", 0.5, np.random.default_rng(0)) == []
     row = next(line for line in capsys.readouterr().out.splitlines() if "| mlp |" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "--providers cpu --allowed-batch-sizes 1,8,64, 1 process(es)"
     requests, batch = float(cells[2].replace(",", "")), float(cells[4])
     assert requests > 0 and 1 <= batch <= 64, row
     assert re.fullmatch(r"\d+\.\d\d", cells[6]), row  # the lone client's median
+    assert cells[7] == "0", row  # errors
