@@ -64,7 +64,7 @@ COMPANY_WAIT_S = 0.001  # the longest a batch waits for the company its first it
 class BatchObserver(Protocol):
     def queued(self, depth: int) -> None: ...
     def waited(self, seconds: float) -> None: ...
-    def computed(self, batch_size: int, seconds: float, alone: bool) -> None: ...
+    def computed(self, batch_size: int, seconds: float, alone: bool, padding: int) -> None: ...
 
 
 @dataclass(eq=False)
@@ -213,8 +213,10 @@ class Batcher:
         return error if isinstance(error, InferenceFailed) else InferenceFailed(
             f"model {self.name}: the backend failed on a batch of {total}: {error}")
 
-    def _computed(self, total: int, elements: int, seconds: float, compute_s: float, alone: bool) -> None:
-        self._observer.computed(total, seconds, alone)
+    def _computed(self, total: int, rows: int, elements: int, seconds: float, compute_s: float,
+                  alone: bool) -> None:
+        """A batch of ``total`` rows computed as ``rows`` (the rest padding to an allowed size)."""
+        self._observer.computed(total, seconds, alone, rows - total)
         # the model's own time, not the thread hand-off's (which a busy machine makes long: it would then keep
         # every batch off the loop for good)
         if total <= INLINE_MAX_ROWS:  # what a lone request costs: whether the next one runs inline when idle
@@ -371,7 +373,7 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_exception(failure)
             return
-        self._computed(total, elements, time.perf_counter() - start, compute_s, alone)
+        self._computed(total, rows, elements, time.perf_counter() - start, compute_s, alone)
         if not self.max_batch_size:
             if not live[0].future.done():
                 live[0].future.set_result(outputs)

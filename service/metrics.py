@@ -55,6 +55,10 @@ class ServiceMetrics:
             "nnserve_lone_runs_total", "Batches of one request computed while nothing else computed, on the model's "
             "lone session (every core; service.activity).", mv, registry=r,
         )
+        self.padding_rows = Counter(
+            "nnserve_batch_padding_rows_total", "Rows added to batches to reach an allowed batch size "
+            "(service.batch_sizes): computed, their outputs dropped.", mv, registry=r,
+        )
         self.batch_size = Histogram(
             "nnserve_batch_size", "Samples per onnxruntime call.", mv, buckets=BATCH_BUCKETS, registry=r,
         )

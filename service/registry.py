@@ -52,6 +52,7 @@ class _Observer:
         self._compute = metrics.compute.labels(name, version)
         self._size = metrics.batch_size.labels(name, version)
         self._lone = metrics.lone_runs.labels(name, version)
+        self._padding = metrics.padding_rows.labels(name, version)
         self._stats = stats
 
     def queued(self, depth: int) -> None:
@@ -61,9 +62,11 @@ class _Observer:
         self._wait.observe(seconds)
         self._stats.queue.add(seconds)
 
-    def computed(self, batch_size: int, seconds: float, alone: bool) -> None:
+    def computed(self, batch_size: int, seconds: float, alone: bool, padding: int) -> None:
         if alone:
             self._lone.inc()
+        if padding:
+            self._padding.inc(padding)
         self._size.observe(batch_size)
         self._compute.observe(seconds)
         self._stats.computed(batch_size, seconds)

@@ -20,13 +20,13 @@ from service.batcher import Batcher, Item, merge
 from service.errors import ModelLoadFailed
 from service.loading import _warmup_sizes, load_version
 from service.settings import Settings
-from tests.service.conftest import running_app
+from tests.service.conftest import metric_value, running_app
 
 
 class Quiet:
     def queued(self, depth: int) -> None: ...
     def waited(self, seconds: float) -> None: ...
-    def computed(self, batch_size: int, seconds: float, alone: bool) -> None: ...
+    def computed(self, batch_size: int, seconds: float, alone: bool, padding: int) -> None: ...
 
 
 def test_which_sizes_a_model_runs_at() -> None:
@@ -151,6 +151,14 @@ async def test_served_with_allowed_sizes_each_request_gets_its_own_rows(models_d
     for i in range(3):
         assert got[i]["label"] == single[i]["predictions"][0]["label"]
     assert "nnserve_batch_size_sum" in metrics
+    batches = metric_value(metrics, "nnserve_batch_size_count", model="resnet")
+    rows = metric_value(metrics, "nnserve_batch_size_sum", model="resnet")
+    padding = metric_value(metrics, "nnserve_batch_padding_rows_total", model="resnet")
+    # 3 lone calls, then 14 rows in batches of which some has 2 or more rows: padded, as every batch was, to 1, 8
+    # or 64, so the rows computed are that many batches of those sizes
+    assert rows == 3 + 14 and padding > 0
+    assert any(n1 + 8 * n8 + 64 * (batches - n1 - n8) == rows + padding
+               for n1 in range(int(batches) + 1) for n8 in range(int(batches) - n1 + 1))
 
 
 def test_settings_reject_a_malformed_list() -> None:

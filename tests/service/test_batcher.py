@@ -33,7 +33,7 @@ class Recorder:
     def waited(self, seconds: float) -> None:
         self.waits.append(seconds)
 
-    def computed(self, batch_size: int, seconds: float, alone: bool = False) -> None:
+    def computed(self, batch_size: int, seconds: float, alone: bool = False, padding: int = 0) -> None:
         self.batches.append(batch_size)
         self.alone.append(alone)
 
