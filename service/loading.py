@@ -49,6 +49,7 @@ class BatchPolicy:
     inline_s: float = 0.0  # the longest batch computed in the event loop whatever is queued (module doc)
     batch_sizes: tuple[int, ...] = ()  # the sizes batches are padded to, each its own session (service.batch_sizes)
     inline_mixed_s: float = 0.0  # inline_s while other models of the process are asked for (service.traffic)
+    compute_niceness: int = 0  # how much lower than the loop its batches off the loop compute (compute_threads)
 
     @property
     def batching(self) -> bool:
@@ -163,6 +164,7 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
         inline_s=inline_s,
         inline_mixed_s=inline_mixed_s,
         batch_sizes=sizes,
+        compute_niceness=settings.compute_niceness if _shares_a_core(backend, concurrency, settings) else 0,
     )
 
 

@@ -149,7 +149,8 @@ def model_card(served: ServedModel, versions: list[int], others: Sequence[Served
                      "request_timeout_ms": served.policy.timeout_s * 1000,
                      "in_event_loop_up_to_ms": served.policy.inline_s * 1000,
                      "in_event_loop_beside_other_models_up_to_ms": served.policy.inline_mixed_s * 1000,
-                     "allowed_batch_sizes": list(served.policy.batch_sizes)},  # []: any size
+                     "allowed_batch_sizes": list(served.policy.batch_sizes),  # []: any size
+                     "off_loop_compute_niceness": served.policy.compute_niceness},
         "config": config.model_dump(mode="json", exclude_none=True),
         "report": report.model_dump(mode="json", by_alias=True, exclude_none=True) if report else None,
         "lacks": lacks,

@@ -25,6 +25,7 @@ from typing import Any
 from service.activity import ActivityBoard
 from service.backends import Backend
 from service.batcher import Batcher
+from service.compute_threads import lower_priority
 from service.config import ModelConfig, read_config_file
 from service.errors import ModelLoadFailed, ModelNotFound, VersionNotFound
 from service.hosting.memory import release_free_memory
@@ -131,7 +132,10 @@ class ModelRegistry:
         self.models: dict[str, dict[int, ServedModel]] = {}
         self.failed: dict[str, dict[int, VersionFailure]] = {}
         self.problems: dict[str, str] = {}  # model-level: no complete version, a pinned one missing, a bad policy
-        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="backend")
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="backend")  # loads too
+        self.niced_executor = ThreadPoolExecutor(  # batches of models sharing a core with the loop
+            max_workers=8, thread_name_prefix="backend-niced", initializer=lower_priority,
+            initargs=(settings.compute_niceness,)) if settings.compute_niceness else self.executor
         self.board = ActivityBoard(settings.control_dir)  # who computes: whether a lone request takes every core
         self.traffic = ModelTraffic()  # which models were asked for lately: whether long batches run in the loop
         self._lock = asyncio.Lock()
@@ -186,8 +190,9 @@ class ModelRegistry:
     def serve(self, loaded: LoadedVersion) -> ServedModel:
         config, policy = loaded.config, loaded.policy
         stats = ModelStats()
+        executor = self.niced_executor if policy.compute_niceness else self.executor
         batcher = Batcher(
-            loaded.backend.run, self.executor, _Observer(self.metrics, config.name, str(config.version), stats),
+            loaded.backend.run, executor, _Observer(self.metrics, config.name, str(config.version), stats),
             max_batch_size=policy.max_batch_size, max_queue_delay_s=policy.max_queue_delay_s,
             max_queue_size=policy.max_queue_size, concurrency=policy.concurrency,
             pad_values={a.input: a.pad_value for a in config.ragged}, name=f"{config.name}:{config.version}",
@@ -331,4 +336,5 @@ class ModelRegistry:
         for name in list(self.models):
             await self.unload(name)
         self.executor.shutdown(wait=True)
+        self.niced_executor.shutdown(wait=True)
         self.board.close()

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         "onnxruntime thread, one batch at a time, a process per usable core: service.loading) and 1 while another "
         "model of the process is asked for too (service.traffic), else 0 (a lone quick request only); set, it holds "
         "whatever the traffic")
+    compute_niceness: int = Field(
+        0, ge=0, le=19, description="how much lower than the event loop the threads computing batches off the loop "
+        "run (Linux's nice, per thread), for models whose compute shares a core with the loop: another model's "
+        "requests are then read and answered at once, not after the batch computing on its core "
+        "(service.compute_threads); 0 = the same")
     request_timeout_ms: float = Field(10_000, gt=0, description="a request still queued after this gets 504")
     warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 64])
 

@@ -50,6 +50,10 @@ FLAGS: list[tuple[str, type, str]] = [
     ("event-loop-compute-ms", float, "the longest batch a process computes in its event loop whatever is queued "
      "(default: 50 where each process's compute and loop share one core, the default on the CPU, 1 while another "
      "model of the process is asked for too; else 0: a lone quick request only)"),
+    ("compute-niceness", int, "how much lower (Linux nice, 0-19) than the event loop the threads computing batches "
+     "off the loop run, where a model's compute and the loop share a core (the CPU default): another model's "
+     "requests are read and answered without waiting for a batch to finish; a busy program at normal priority in "
+     "the same container or session then slows those batches down (default 0: the same priority)"),
     ("request-timeout-ms", float, "queued longer than this -> 504 (default 10000)"),
     ("max-body-bytes", int, "request body limit (default 16 MiB)"),
     ("max-body-bytes-in-flight", int, "request bodies held at once per process before 429 (default 128 MiB)"),
