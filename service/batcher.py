@@ -161,6 +161,8 @@ class Batcher:
 
     def start(self) -> None:
         self._accepting = True
+        if self._traffic is not None:
+            self._traffic.started(self.name)
         self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop(), name=f"batcher-{self.name}")
 
     @property
@@ -386,9 +388,9 @@ class Batcher:
 
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
         """Refuse new items, finish what is queued and computing, then end the loop."""
+        if self._traffic is not None and self._accepting:  # started, and not stopped yet
+            self._traffic.stopped(self.name)
         self._accepting = False
-        if self._traffic is not None:
-            self._traffic.forget(self.name)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + drain_timeout_s
         while (self._queue or self._tasks) and loop.time() < give_up:

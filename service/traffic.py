@@ -19,13 +19,20 @@ class ModelTraffic:
 
     def __init__(self) -> None:
         self._latest: dict[str, float] = {}
+        self._live: dict[str, int] = {}  # batchers of each name running (a reloaded version has two a moment)
 
     def arrived(self, model: str, now: float) -> None:
         self._latest[model] = now
 
-    def forget(self, model: str) -> None:
-        """A model no longer served (its batcher stopped) is no one's other model any more."""
-        self._latest.pop(model, None)
+    def started(self, model: str) -> None:
+        self._live[model] = self._live.get(model, 0) + 1
+
+    def stopped(self, model: str) -> None:
+        """A model no longer served (its last batcher stopped) is no one's other model any more."""
+        self._live[model] = self._live.get(model, 1) - 1
+        if self._live[model] <= 0:
+            del self._live[model]
+            self._latest.pop(model, None)
 
     def mixed(self, model: str, now: float) -> bool:
         """Whether another model had a request within ``MIXED_WINDOW_S`` of ``now``."""

@@ -320,8 +320,13 @@ async def test_while_another_model_is_asked_for_long_batches_leave_the_loop(monk
     await heavy.submit(item(5, n=2), 2, 5)
     assert threads[-1] == threading.get_ident()  # alone again: back in the loop
     await other.submit(item(6), 1, 5)
-    await other.stop()  # unloaded: its last request no longer counts
+    reloaded = batcher("other:1")  # the same version reloaded: the new batcher starts before the old one stops
+    reloaded.start()
+    await other.stop()
     await heavy.submit(item(7, n=2), 2, 5)
+    assert threads[-1] != threading.get_ident()  # the version is still served: its request still counts
+    await reloaded.stop()  # unloaded: its last request no longer counts
+    await heavy.submit(item(8, n=2), 2, 5)
     assert threads[-1] == threading.get_ident()
     await heavy.stop()
 
