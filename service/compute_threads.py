@@ -7,11 +7,13 @@ request for another model waited to be read, its own quick batch computed (in th
 its answer sent while the batch held the core. With the computing threads niced, the loop takes the core as soon
 as it has work and the batch resumes right after: the same work in another order. Measured with
 ``nnserve bench --models resnet --concurrency 16 --beside mlp:200``, the MLP's p99 beside the ResNet's load went
-from 5.4 to 3.0 ms at 19 (5 and 10 gained less), the ResNet's throughput unchanged (docs/benchmarks.md).
+from 6.94 to 4.13 ms at 19 against 0 (5 and 10 gained less), the ResNet's throughput unchanged within the noise
+(docs/benchmarks.md).
 
 Off by default: nice is relative to every thread of the same scheduling group (a container's, or a terminal
 session's), so a busy program at normal priority there would take the cores from those batches. Threads of
-onnxruntime sessions are made in another executor (models load there) and keep the normal priority.
+onnxruntime sessions are made in another executor (models load there) and keep the normal priority: a request
+computed on a model's lone session (``service.activity``) off the loop has only its calling thread niced.
 """
 
 from __future__ import annotations

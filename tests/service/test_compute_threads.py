@@ -39,13 +39,15 @@ async def batch_off_the_loop(models: Path, niceness: int, **settings: object) ->
 
 
 async def test_batches_off_the_loop_run_niced_and_the_loop_does_not(models_dir: Path) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's, the event loop's (0 unless pytest runs niced)
     batching, nice = await batch_off_the_loop(models_dir, 7)
     assert batching["off_loop_compute_niceness"] == 7
-    assert 7 in nice and os.getpriority(os.PRIO_PROCESS, 0) == 0  # a computing thread niced, this one not
+    assert min(base + 7, 19) in nice and os.getpriority(os.PRIO_PROCESS, 0) == base  # a computing thread niced
 
 
 async def test_unset_or_with_threads_of_its_own_nothing_is_niced(models_dir: Path) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
     batching, nice = await batch_off_the_loop(models_dir, 0)
-    assert batching["off_loop_compute_niceness"] == 0 and set(nice) == {0}
+    assert batching["off_loop_compute_niceness"] == 0 and set(nice) == {base}
     batching, nice = await batch_off_the_loop(models_dir, 7, intra_op_threads=2)  # its compute does not share one core
-    assert batching["off_loop_compute_niceness"] == 0 and set(nice) == {0}
+    assert batching["off_loop_compute_niceness"] == 0 and set(nice) == {base}
