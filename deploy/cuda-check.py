@@ -113,10 +113,15 @@ def served_load(repository: Path, models: list[str], servers: str, seconds: floa
             label = f"--providers {providers} --allowed-batch-sizes {sizes}, " \
                     f"{processes.group(1) if processes else '?'} process(es)"
             for model in models:
-                lone = asyncio.run(run_asyncio(url, payloads[model], 1, 2.0))
-                before = scrape(url)
-                result = asyncio.run(run_asyncio(url, payloads[model], 64, seconds))
-                after = scrape(url)
+                try:
+                    lone = asyncio.run(run_asyncio(url, payloads[model], 1, 2.0))
+                    before = scrape(url)
+                    result = asyncio.run(run_asyncio(url, payloads[model], 64, seconds))
+                    after = scrape(url)
+                except Exception as error:  # a connection lost: this server fails, the others are still measured
+                    print(f"| {label} | {model} | {type(error).__name__}: {str(error)[:200]} | | | | | |", flush=True)
+                    failures.append(f"load {server} {model}")
+                    continue
                 batches = _model_sum(after, "nnserve_batch_size_count", model) - \
                     _model_sum(before, "nnserve_batch_size_count", model)
                 rows = _model_sum(after, "nnserve_batch_size_sum", model) - \

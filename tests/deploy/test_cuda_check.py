@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,12 +14,17 @@ import pytest
 from tests.conftest import ROOT
 
 
-def test_the_served_load_section_runs_and_reads_the_servers_metrics(models_dir: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def _cuda_check() -> Any:
     spec = importlib.util.spec_from_file_location("cuda_check", ROOT / "deploy" / "cuda-check.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_the_served_load_section_runs_and_reads_the_servers_metrics(models_dir: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    module = _cuda_check()
     assert module.served_load(models_dir, ["mlp"], "cpu:1,8,64:1", 0.5, np.random.default_rng(0)) == []
     row = next(line for line in capsys.readouterr().out.splitlines() if "| mlp |" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -27,3 +33,13 @@ def test_the_served_load_section_runs_and_reads_the_servers_metrics(models_dir: 
     assert requests > 0 and 1 <= batch <= 64, row
     assert re.fullmatch(r"\d+\.\d\d", cells[6]), row  # the lone client's median
     assert cells[7] == "0", row  # errors
+
+
+def test_a_server_that_fails_its_requests_fails_the_section(models_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("NNSERVE_MAX_BODY_BYTES", "1024")  # the server started inherits it: every request gets 413
+    module = _cuda_check()
+    assert module.served_load(models_dir, ["mlp"], "cpu:any:1", 0.5, np.random.default_rng(0)) == \
+        ["load cpu:any:1 mlp"]
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| mlp |" in line)
+    assert int(row.strip("|").split("|")[7]) > 0, row  # the errors, counted
