@@ -27,7 +27,7 @@ from service.bench.loadgen import LoadResult, run_load
 from service.bench.pairs import pair_table, variant_pairs
 from service.bench.payloads import build, samples
 from service.bench.reference_server import reference_server
-from service.bench.scrape import batch_histogram, cpu_seconds, grpc_failures, rss_mb, scrape, tree_pids
+from service.bench.scrape import batch_histogram, cpu_seconds, grpc_failures, histogram_mean, rss_mb, scrape, tree_pids
 from service.hosting.launcher import free_port, serve_subprocess
 from service.loading import LoadedVersion, load_version
 from service.repository import list_versions
@@ -68,6 +68,8 @@ class Row:
     batch_over_1: float
     server_cpu: float
     rss_mb: float
+    queue_ms: float  # the server's mean wait of a request in its model's queue
+    compute_ms: float  # the server's mean onnxruntime time of a batch
 
     round: int = 1
     beside: LoadResult | None = None  # the other model's paced requests meanwhile (--beside)
@@ -104,9 +106,11 @@ def measure(server: Server, model: LoadedVersion, protocol: str, concurrency: in
     batches = hist.get("+Inf", 0.0)
     ones = hist.get("1.0", 0.0)
     cores = os.cpu_count() or 1
-    return Row(model.config.name, protocol, concurrency, load, payload.samples_per_request, hist["mean"],
+    name = model.config.name
+    return Row(name, protocol, concurrency, load, payload.samples_per_request, hist["mean"],
                (batches - ones) / batches if batches else 0.0, (cpu_after - cpu_before) / load.seconds / cores,
-               server.rss(), beside=other.result)
+               server.rss(), 1000 * histogram_mean(before, after, "nnserve_queue_wait_seconds", name),
+               1000 * histogram_mean(before, after, "nnserve_compute_seconds", name), beside=other.result)
 
 
 def newest(repository: Path, name: str) -> LoadedVersion:
@@ -147,8 +151,8 @@ def run_matrix(server: Server, args: argparse.Namespace, models: list[str], roun
 def table(rows: list[Row], raw_best: dict[str, tuple[float, str]], unbatched: dict[tuple[str, str, int], Row],
           reference: dict[tuple[str, str, int], Row]) -> str:
     head = ["model", "protocol", "conc.", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99/p50", "errors",
-            "mean batch", "batches >1", "raw ORT samples/s (batch)", "% of raw", "server CPU", "client CPU",
-            "RSS MB"]
+            "mean batch", "batches >1", "queue ms", "compute ms/batch", "raw ORT samples/s (batch)", "% of raw",
+            "server CPU", "client CPU", "RSS MB"]
     if unbatched:
         head += ["unbatched req/s", "speed-up", "unbatched p50 ms"]
     rounds = max(r.round for r in rows) > 1
@@ -166,7 +170,8 @@ def table(rows: list[Row], raw_best: dict[str, tuple[float, str]], unbatched: di
         cells = [r.model, r.protocol, str(r.concurrency), *([str(r.round)] if rounds else []),
                  f"{r.load.rps:,.0f}", f"{r.load.p50_ms:.2f}",
                  f"{r.load.p90_ms:.2f}", f"{r.load.p99_ms:.2f}", f"{r.load.p99_ms / max(r.load.p50_ms, 1e-9):.1f}",
-                 str(r.load.errors), f"{r.batch_mean:.1f}", f"{r.batch_over_1:.0%}", f"{best:,.0f} ({batch})",
+                 str(r.load.errors), f"{r.batch_mean:.1f}", f"{r.batch_over_1:.0%}", f"{r.queue_ms:.2f}",
+                 f"{r.compute_ms:.2f}", f"{best:,.0f} ({batch})",
                  f"{r.samples_per_s / best:.0%}", f"{r.server_cpu:.0%}",
                  f"{r.load.client_cpu_s / r.load.seconds / cores:.0%} ({r.load.generator})", f"{r.rss_mb:.0f}"]
         if unbatched:

@@ -29,12 +29,17 @@ def batch_histogram(before: dict, after: dict, model: str) -> dict[str, float]: 
         lab = dict(labels)
         if name == "nnserve_batch_size_bucket" and lab.get("model") == model:
             buckets[lab["le"]] = buckets.get(lab["le"], 0) + value - before.get((name, labels), 0)
-    total = sum(v - before.get(k, 0) for k, v in after.items()
-                if k[0] == "nnserve_batch_size_sum" and dict(k[1]).get("model") == model)
-    count = sum(v - before.get(k, 0) for k, v in after.items()
-                if k[0] == "nnserve_batch_size_count" and dict(k[1]).get("model") == model)
-    buckets["mean"] = total / count if count else 0.0
+    buckets["mean"] = histogram_mean(before, after, "nnserve_batch_size", model)
     return buckets
+
+
+def histogram_mean(before: dict, after: dict, histogram: str, model: str) -> float:  # type: ignore[type-arg]
+    """The mean of what a histogram of ``model`` observed between the two scrapes (0 if nothing)."""
+    total = sum(v - before.get(k, 0) for k, v in after.items()
+                if k[0] == f"{histogram}_sum" and dict(k[1]).get("model") == model)
+    count = sum(v - before.get(k, 0) for k, v in after.items()
+                if k[0] == f"{histogram}_count" and dict(k[1]).get("model") == model)
+    return total / count if count else 0.0
 
 
 def cpu_seconds(pid: int) -> float:

@@ -33,6 +33,12 @@ def test_bench_puts_a_variant_beside_its_source_round_by_round(int8_repository: 
     # the main table lists each model in each round, with no errors
     rounds = re.findall(r"^\| (mlp(?:-int8)?) \| v2-binary \| 4 \| (\d) \| [\d,]+ \| .* \| 0 \|", text, re.MULTILINE)
     assert sorted(rounds) == [("mlp", "1"), ("mlp", "2"), ("mlp-int8", "1"), ("mlp-int8", "2")]
+    # where a request's time went, by the server's own histograms: its queue and onnxruntime's time per batch
+    head = next(line for line in text.splitlines() if line.startswith("| model | protocol | conc. | round |"))
+    columns = [c.strip() for c in head.strip("|").split("|")]
+    for line in (line for line in text.splitlines() if line.startswith("| mlp | v2-binary | 4 |")):
+        cells = dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        assert float(cells["queue ms"]) >= 0 and 0 < float(cells["compute ms/batch"]) < 100, line
     # the ceiling: the mean of the raw measurements before and after the rounds, both shown beside it
     ceilings = re.findall(r"\| ([\d,]+) \((\d+)[^;|]*; ([\d,]+) before, ([\d,]+) after\) \| (\d+)% \|", text)
     assert len(ceilings) == 4, text
