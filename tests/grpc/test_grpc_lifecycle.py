@@ -1,6 +1,6 @@
 """gRPC beyond single calls: the standard health service and server reflection (what probes and grpcurl use),
 a cancelled call leaving its batch, every worker process serving gRPC on one port, and SIGTERM letting a call in
-flight finish."""
+flight finish, and, under load, losing none."""
 
 from __future__ import annotations
 
@@ -148,6 +148,46 @@ def test_sigterm_lets_a_call_in_flight_finish(grpc_repository: Path) -> None:
         assert "drained and stopped" in log.read_text()
         client.close()
 
+
+
+async def _call_until_refused(target: str, outcomes: list[str]) -> None:
+    """One client, its own channel: MLP calls in a loop until one fails; what each call met."""
+    image = np.zeros((1, 1, 28, 28), np.float32)
+    request = oip_pb2.ModelInferRequest(model_name="mlp", inputs=[oip_pb2.ModelInferRequest.InferInputTensor(
+        name="image", datatype="FP32", shape=list(image.shape))], raw_input_contents=[image.tobytes()])
+    async with aio.insecure_channel(target) as channel:
+        stub = oip_pb2_grpc.GRPCInferenceServiceStub(channel)
+        while True:
+            try:
+                await stub.ModelInfer(request, timeout=20)
+            except aio.AioRpcError as error:
+                refused = error.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in str(error.details())
+                outcomes.append("refused" if refused else f"{error.code().name}: {error.details()}")
+                return
+            outcomes.append("OK")
+
+
+async def _drill(target: str, process: Any) -> list[str]:
+    """32 clients calling until refused, SIGTERM after half a second: every call's outcome."""
+    outcomes: list[str] = []
+    clients = [asyncio.ensure_future(_call_until_refused(target, outcomes)) for _ in range(32)]
+    await asyncio.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait(clients, timeout=40)
+    return outcomes
+
+
+def test_sigterm_under_grpc_load_every_call_answered_or_refused(grpc_repository: Path) -> None:
+    """Two processes, 32 clients calling in a loop, SIGTERM, three times: every call is answered, or refused at
+    connect once nothing listens; none is cut off (a call in flight cancelled, a connection reset)."""
+    for _ in range(3):
+        port = free_port()
+        args = ["--grpc-port", str(port), "--model", "mlp", "--no-access-log", "--workers", "2"]
+        with serve_subprocess(grpc_repository, args, env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}) as (_, process, _):
+            outcomes = asyncio.run(_drill(f"127.0.0.1:{port}", process))
+            assert process.wait(30) == 0
+        lost = [o for o in outcomes if o not in ("OK", "refused")]
+        assert not lost and outcomes.count("refused") == 32 and outcomes.count("OK") > 100, lost or outcomes[-5:]
 
 async def _infer_all(target: str, calls: int) -> list[grpc.StatusCode | str]:
     from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
