@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from service.dataplane import DataPlane
 from service.hosting.access_log import AccessLogWriter
 from service.hosting.body_budget import BodyBudget
-from service.hosting.listener_close import close_listeners
+from service.hosting.listener_close import close_listeners, own_handles
 from service.protocols.grpc_handlers import Method
 from service.settings import Settings
 
@@ -88,10 +87,8 @@ class NNServeGrpcServer:
         clients that another process's GOAWAY sent here, their call already written (1 run in ~15 of
         tests/grpc's drill lost calls with "Stream removed" before)."""
         if self.listener is not None:
-            listeners = tuple(socket.fromfd(s.fileno(), s.family, s.type) for s in self.listener.sockets)
+            listeners = own_handles(self.listener.sockets)
             self.listener.close()
-            for listener in listeners:
-                listener.setblocking(False)
             loop = asyncio.get_running_loop()
             for queued in await close_listeners(listeners):
                 await loop.connect_accepted_socket(self._connection, queued)

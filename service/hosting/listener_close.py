@@ -21,6 +21,8 @@ import ctypes
 import socket
 import struct
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 SO_ATTACH_FILTER = 26  # Linux; the socket module does not name it
 HANDSHAKE_GRACE_S = 0.2  # a round trip, wide: an ACK already on its way completes its handshake meanwhile
@@ -46,6 +48,15 @@ def refuse_handshakes(listener: socket.socket) -> bool:
     except OSError:
         return False
     return True
+
+
+def own_handles(sockets: Iterable[Any]) -> tuple[socket.socket, ...]:
+    """Non-blocking handles of our own on an event loop's listening sockets (uvloop's are not socket objects):
+    each a dup, which ``close_listeners`` reads and closes."""
+    handles = tuple(socket.fromfd(s.fileno(), s.family, s.type) for s in sockets)
+    for handle in handles:
+        handle.setblocking(False)
+    return handles
 
 
 def accept_waiting(listeners: tuple[socket.socket, ...]) -> list[socket.socket]:

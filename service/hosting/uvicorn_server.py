@@ -22,7 +22,7 @@ from types import FrameType
 import uvicorn
 
 from service import drain
-from service.hosting.listener_close import close_listeners
+from service.hosting.listener_close import close_listeners, own_handles
 
 
 class NNServeServer(uvicorn.Server):
@@ -39,11 +39,7 @@ class NNServeServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        # uvloop's are not socket objects: close_listeners reads these (each a dup of one, closed with it)
-        self.listeners = tuple(socket.fromfd(s.fileno(), s.family, s.type) for server in self.servers
-                               for s in server.sockets or ())
-        for listener in self.listeners:
-            listener.setblocking(False)
+        self.listeners = own_handles(s for server in self.servers for s in server.sockets or ())
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
