@@ -146,7 +146,8 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
             size, reason = 0, f"the first axis is not a batch axis: {problem}"
     b = config.batching
     concurrency = b.concurrency or settings.batch_concurrency
-    inline_s, inline_mixed_s = _inline_bounds(backend, concurrency, settings, b.event_loop_compute_ms)
+    shares_a_core = _shares_a_core(backend, concurrency, settings)
+    inline_s, inline_mixed_s = _inline_bounds(shares_a_core, settings, b.event_loop_compute_ms)
     try:
         sizes = allowed_batch_sizes(b.allowed_batch_sizes, settings.allowed_batch_sizes, size,
                                     backend.describe().get("providers", [])[:1] == [CUDA], model_bytes,
@@ -164,22 +165,21 @@ def _decide_batching(backend: Backend, config: ModelConfig, settings: Settings, 
         inline_s=inline_s,
         inline_mixed_s=inline_mixed_s,
         batch_sizes=sizes,
-        compute_niceness=settings.compute_niceness if _shares_a_core(backend, concurrency, settings) else 0,
+        compute_niceness=settings.compute_niceness if shares_a_core else 0,
     )
 
 
 INLINE_SATURATED_S = 0.05  # how long other requests of a process may wait for a batch computing in its loop
 
 
-def _inline_bounds(backend: Backend, concurrency: int, settings: Settings, own_ms: float | None
-                   ) -> tuple[float, float]:
+def _inline_bounds(shares_a_core: bool, settings: Settings, own_ms: float | None) -> tuple[float, float]:
     """The longest batch computed in the event loop, and the same while other models of the process are asked for:
     the model's config, else ``--event-loop-compute-ms``, both as given; else the default where the core is shared,
     and while other models are asked for no more than a lone quick request's (``service.traffic``)."""
     given = own_ms if own_ms is not None else settings.event_loop_compute_ms
     if given is not None:
         return given / 1000, given / 1000
-    bound = INLINE_SATURATED_S if _shares_a_core(backend, concurrency, settings) else 0.0
+    bound = INLINE_SATURATED_S if shares_a_core else 0.0
     return bound, min(bound, INLINE_MAX_S)
 
 
