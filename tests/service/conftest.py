@@ -21,8 +21,11 @@ from training.data import load_fashion_mnist, load_japanese_vowels
 
 @asynccontextmanager
 async def running_app(repository: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    # no memory upkeep: its mallopt settings are the whole process's, and glibc's one shared heap left in this
+    # test process slowed the 32 client threads of a later drill to a few dozen requests (tests/e2e/test_drain.py
+    # after any test here, run in one pytest process); tests/e2e/test_memory.py checks the upkeep in a real server
     settings = Settings(**{"repository": repository, "warmup_batch_sizes": [1], "graph_optimization": "all",
-                           "access_log": False, "grpc_port": 0, **overrides})
+                           "access_log": False, "grpc_port": 0, "memory_trim_interval_s": 0, **overrides})
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, root_path=settings.root_path)  # as uvicorn's --root-path
