@@ -6,7 +6,7 @@
    back from the session) and answers a batch of random inputs as its CPU session does: top-1 the same for at least
    98% (onnxruntime's CUDA convolutions and products run in TF32 by default; the largest probability difference is
    printed).
-2. Raw onnxruntime samples/s at batch 64 on CUDA and on the CPU, per model.
+2. Raw onnxruntime samples/s at batch 64 (or the batch dimension a model fixes) on CUDA and on the CPU, per model.
 3. What a change of batch size costs on CUDA (``service.batch_sizes``): ms per batch of 32 on one session, the same
    batch alternating with one of 31 rows, and, with cuDNN's exhaustive algorithm choice, the fixed batch again.
 4. ``nnserve serve --providers cuda --workers 1`` starts, reports CUDA and its batch-size sessions in
@@ -17,6 +17,10 @@
    4 processes; the same in one process; one process and one session, ``any``, as before; and ``--providers cpu``):
    requests/s, median latency, mean batch and mean compute per batch (from /metrics), and a lone client's median;
    a server that fails a request, or answers none, fails the check.
+6. A soak (``--soak-seconds``, off at 0): ``--providers cuda`` as it starts by default serves c=64 OIP binary
+   requests of the first ``--load-models`` model, in 10 s spells back to back; after each, the server processes'
+   resident memory and GPU memory (``nvidia-smi``) and the spell's requests/s are printed. The check fails on any
+   failed request, or if either memory grows by more than 10% and 64 MiB from the end of the first spell to the last.
 Prints the tables; exits non-zero if a check fails.
 """
 
@@ -39,6 +43,9 @@ from service.hosting.launcher import serve_subprocess
 
 
 def feeds_for(backend: Backend, rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random inputs of ``rows`` rows, or of the batch dimension a model fixes (an imported model's)."""
+    fixed = [t.shape[0] for t in backend.signature.inputs if t.shape and t.shape[0] is not None and t.shape[0] > 0]
+    rows = fixed[0] if fixed else rows
     feeds = {}
     for tensor in backend.signature.inputs:
         if tensor.name == "lengths":
@@ -136,24 +143,71 @@ def served_load(repository: Path, models: list[str], servers: str, seconds: floa
     return failures
 
 
+def _gpu_mib(pids: list[int]) -> float:
+    """GPU memory the processes hold, as nvidia-smi reports it (0 where it reports none)."""
+    import subprocess
+
+    try:
+        listing = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30).stdout
+    except FileNotFoundError:  # no NVIDIA driver here (the CPU test of this section)
+        return 0.0
+    return float(sum(float(used) for pid, used in (line.split(",") for line in listing.splitlines() if "," in line)
+                     if int(pid) in pids))
+
+
+def soak(repository: Path, model: str, seconds: float, rng: np.random.Generator, providers: str = "cuda",
+         spell: float = 10.0) -> list[str]:
+    """Section 6 of the module doc; what failed."""
+    import asyncio
+
+    from service.bench.loadgen import run_asyncio
+    from service.bench.payloads import Sample, build
+    from service.bench.scrape import rss_mb, tree_pids
+    from service.loading import load_version
+    from service.settings import Settings
+
+    loaded = load_version(repository / model / "1", model, 1, Settings(providers="cpu", warmup_batch_sizes=[1]))
+    payload = build(loaded, "v2-binary", [Sample(None, feeds_for(loaded.backend, 1, rng)) for _ in range(32)])
+    failures, samples = [], []
+    print(f"\n| {model}, --providers {providers}, c=64 | req/s | errors | server RSS MiB | GPU MiB |")
+    print("|---|---|---|---|---|")
+    with serve_subprocess(repository, ["--providers", providers, "--no-access-log", "--model", model],
+                          timeout=180) as (url, process, _):
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            result = asyncio.run(run_asyncio(url, payload, 64, spell))
+            pids = tree_pids(process.pid)
+            samples.append((sum(rss_mb(p) for p in pids), _gpu_mib(pids)))
+            print(f"| {time.monotonic() - start:.0f} s | {result.rps:,.0f} | {result.errors} | {samples[-1][0]:,.0f} | "
+                  f"{samples[-1][1]:,.0f} |", flush=True)
+            if result.errors or not result.requests:
+                failures.append(f"soak {model}: {result.errors} errors, {result.requests} answered")
+    for what, first, last in (("RSS", samples[0][0], samples[-1][0]), ("GPU memory", samples[0][1], samples[-1][1])):
+        if last > first * 1.1 and last - first > 64:
+            failures.append(f"soak {model}: {what} grew from {first:,.0f} to {last:,.0f} MiB")
+    return failures
+
+
 def check_models(repository: Path, seconds: float, rng: np.random.Generator) -> list[str]:
     """Sections 1 and 2 of the module doc; the models that failed."""
     failures = []
-    print("| model | CUDA active | top-1 equal to CPU | max abs diff | CUDA b=64 samples/s | CPU b=64 samples/s |")
-    print("|---|---|---|---|---|---|")
+    print("| model | CUDA active | top-1 equal to CPU | max abs diff | batch | CUDA samples/s | CPU samples/s |")
+    print("|---|---|---|---|---|---|---|")
     for folder in sorted(p for p in repository.iterdir() if (p / "1" / "model.onnx").exists()):
         path = folder / "1" / "model.onnx"
         cuda = OnnxBackend(path, RuntimeOptions("cuda", intra_op_threads=0))
         cpu = OnnxBackend(path, RuntimeOptions("cpu", intra_op_threads=0))
         feeds = feeds_for(cpu, 64, rng)
+        rows = next(iter(feeds.values())).shape[0]  # 64, or the batch dimension the model fixes
         out_cuda, out_cpu = cuda.run(feeds), cpu.run(feeds)
         name = cpu.signature.outputs[0].name
         equal = float(np.mean(out_cuda[name].argmax(-1) == out_cpu[name].argmax(-1)))
         diff = float(np.abs(out_cuda[name] - out_cpu[name]).max())
         active = cuda.providers[0] == CUDA
         print(f"| {folder.name} | {active} | {equal:.3f} | {diff:.1e} | "
-              f"{samples_per_s(cuda.session, feeds, 64, seconds):,.0f} | "
-              f"{samples_per_s(cpu.session, feeds, 64, seconds):,.0f} |")
+              f"{rows} | {samples_per_s(cuda.session, feeds, rows, seconds):,.0f} | "
+              f"{samples_per_s(cpu.session, feeds, rows, seconds):,.0f} |")
         if not active or equal < 0.98:  # onnxruntime's CUDA convolutions and products run in TF32 by default
             failures.append(folder.name)
     return failures
@@ -201,6 +255,7 @@ def main() -> int:
     parser.add_argument("--servers", default="cuda:auto;cuda:auto:1;cuda:any:1;cpu:any",
                         help="section 5's servers, separated by ';': PROVIDERS:ALLOWED-BATCH-SIZES[:WORKERS]")
     parser.add_argument("--sections", default="1,3,4,5", help="which sections to run (1 includes 2)")
+    parser.add_argument("--soak-seconds", type=float, default=0.0, help="section 6's length (0: no soak)")
     args = parser.parse_args()
     import onnxruntime as ort
 
@@ -217,6 +272,8 @@ def main() -> int:
         failures += serve_check(args.repository, args.seconds, rng)
     if "5" in sections:
         failures += served_load(args.repository, load_models, args.servers, args.seconds, rng)
+    if args.soak_seconds > 0:
+        failures += soak(args.repository, load_models[0], args.soak_seconds, rng)
     print("FAILED: " + ", ".join(failures) if failures else "all CUDA checks passed")
     return 1 if failures else 0
 

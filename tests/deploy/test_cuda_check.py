@@ -43,3 +43,29 @@ def test_a_server_that_fails_its_requests_fails_the_section(models_dir: Path, mo
         ["load cpu:any:1 mlp"]
     row = next(line for line in capsys.readouterr().out.splitlines() if "| mlp |" in line)
     assert int(row.strip("|").split("|")[7]) > 0, row  # the errors, counted
+
+
+def test_the_soak_section_samples_memory_and_fails_on_failed_requests(models_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    module = _cuda_check()
+    assert module.soak(models_dir, "mlp", 1.0, np.random.default_rng(0), providers="cpu", spell=0.5) == []
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and " s |" in line]
+    assert len(rows) >= 2, rows
+    cells = [c.strip() for c in rows[-1].strip("|").split("|")]
+    assert float(cells[1].replace(",", "")) > 0 and cells[2] == "0" and float(cells[3].replace(",", "")) > 50, rows
+    monkeypatch.setenv("NNSERVE_MAX_BODY_BYTES", "1024")  # every request gets 413
+    failures = module.soak(models_dir, "mlp", 0.5, np.random.default_rng(0), providers="cpu", spell=0.5)
+    assert len(failures) == 1 and failures[0].startswith("soak mlp: ") and "errors" in failures[0], failures
+
+
+def test_inputs_for_a_model_with_a_fixed_batch_have_its_rows(tmp_path: Path) -> None:
+    from service.backends import RuntimeOptions
+    from service.backends.onnx import OnnxBackend
+    from tests.imported.signatures import fixed_batch_one
+
+    fixed_batch_one(tmp_path / "model.onnx")
+    backend = OnnxBackend(tmp_path / "model.onnx", RuntimeOptions("cpu", intra_op_threads=1))
+    feeds = _cuda_check().feeds_for(backend, 64, np.random.default_rng(0))
+    assert {name: a.shape for name, a in feeds.items()} == {"x": (1, 4)}
+    backend.run(feeds)
