@@ -23,7 +23,9 @@ Python's cyclic garbage collector runs on that same tick instead of whenever eno
 JSON body of pixels is tens of thousands of small lists, alive until converted, and with several such requests in
 flight the allocation-driven collector kept re-scanning them (16 concurrent 224x224x3 /predict requests: 27 req/s
 with it, 58 without; docs/benchmarks.md). Nothing on the hot path makes reference cycles that must be freed
-sooner than a second; the start-up heap is frozen out of the collector's way.
+sooner than a second; the start-up heap is frozen out of the collector's way. A tick with no call since the last
+collection skips it, but for one every ``IDLE_COLLECT_EVERY`` ticks: collecting every second was a third of an idle
+server's own CPU.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import gc
 from collections.abc import Callable
 
 BUSY_TRIM_EVERY = 60  # intervals
+IDLE_COLLECT_EVERY = 60  # intervals
 
 
 @functools.cache
@@ -72,14 +75,16 @@ def release_free_memory() -> None:
 
 class MemoryTrimmer:
     """Every ``interval_s`` seconds, on the event loop until stopped: collect cyclic garbage (the collector's own
-    triggers are off meanwhile), then ``release_free_memory`` if ``activity()`` (a count of calls begun) did not
-    move during the interval but did since the last hand-back, or ``BUSY_TRIM_EVERY`` intervals passed. With
-    ``interval_s`` 0 nothing changes."""
+    triggers are off meanwhile) if ``activity()`` (a count of calls begun) moved since the last collection or
+    ``IDLE_COLLECT_EVERY`` intervals passed, then ``release_free_memory`` if it did not move during the interval
+    but did since the last hand-back, or ``BUSY_TRIM_EVERY`` intervals passed. With ``interval_s`` 0 nothing
+    changes."""
 
     def __init__(self, interval_s: float, activity: Callable[[], int]) -> None:
         self.interval_s = interval_s
         self.activity = activity
         self.trims = 0
+        self.collections = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -88,12 +93,17 @@ class MemoryTrimmer:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="memory-trimmer")
 
     async def _run(self) -> None:
-        seen = trimmed = self.activity()
+        seen = trimmed = collected = self.activity()
         busy = 0  # intervals in a row with calls
+        since_collected = 0
         while True:
             await asyncio.sleep(self.interval_s)
-            gc.collect()
             now = self.activity()
+            since_collected += 1
+            if now != collected or since_collected >= IDLE_COLLECT_EVERY:
+                gc.collect()
+                self.collections += 1
+                collected, since_collected = now, 0
             busy = busy + 1 if now != seen else 0
             if now != trimmed and (busy == 0 or busy >= BUSY_TRIM_EVERY):
                 release_free_memory()

@@ -1,5 +1,6 @@
 """The memory upkeep tick: the cyclic garbage collector runs on it (its own allocation triggers are off while the
-server runs, back on after), so cyclic garbage is still freed within a tick; freed memory is handed back once
+server runs, back on after), so cyclic garbage is still freed within a tick of a call (idle, only every
+``IDLE_COLLECT_EVERY`` ticks); freed memory is handed back once
 calls stop, not while they keep coming (nor more than once per quiet spell), and under unbroken load only every
 ``BUSY_TRIM_EVERY`` ticks."""
 
@@ -19,8 +20,10 @@ class Node:
 
 
 async def test_cyclic_garbage_is_collected_on_the_tick_and_the_collector_comes_back_after() -> None:
-    trimmer = MemoryTrimmer(0.05, lambda: 0)
+    calls = [0]
+    trimmer = MemoryTrimmer(0.05, lambda: calls[0])
     trimmer.start()
+    await asyncio.sleep(0)  # the tick's task has started (and counted the calls so far)
     try:
         assert not gc.isenabled()
         a, b = Node(), Node()
@@ -28,6 +31,7 @@ async def test_cyclic_garbage_is_collected_on_the_tick_and_the_collector_comes_b
         gone = weakref.ref(a)
         del a, b
         assert gone() is not None  # a cycle: reference counting alone does not free it
+        calls[0] += 1  # a call came: the next tick collects
         for _ in range(40):
             await asyncio.sleep(0.05)
             if gone() is None:
@@ -36,6 +40,26 @@ async def test_cyclic_garbage_is_collected_on_the_tick_and_the_collector_comes_b
     finally:
         await trimmer.stop()
     assert gc.isenabled()
+
+
+async def test_idle_ticks_collect_only_every_idle_collect_every(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(memory, "IDLE_COLLECT_EVERY", 5)
+    calls = [0]
+    trimmer = MemoryTrimmer(0.01, lambda: calls[0])
+    trimmer.start()
+    try:
+        await asyncio.sleep(0.033)  # three ticks, no call
+        assert trimmer.collections == 0
+        calls[0] += 1
+        await asyncio.sleep(0.02)
+        assert trimmer.collections == 1  # the tick after a call
+        for _ in range(100):  # idle again: one more within five ticks
+            await asyncio.sleep(0.01)
+            if trimmer.collections == 2:
+                break
+        assert trimmer.collections == 2
+    finally:
+        await trimmer.stop()
 
 
 async def test_no_upkeep_leaves_the_collector_alone() -> None:
