@@ -59,13 +59,52 @@ def test_the_soak_section_samples_memory_and_fails_on_failed_requests(models_dir
     assert len(failures) == 1 and failures[0].startswith("soak mlp: ") and "errors" in failures[0], failures
 
 
-def test_inputs_for_a_model_with_a_fixed_batch_have_its_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("build", "expected", "batch"), [
+    ("fixed_batch_one", {"x": (1, 4)}, 1),
+    ("state_second_axis", {"x": (3, 4), "state": (2, 3, 4)}, None),
+    ("scalar_input", None, None),
+    ("bool_bytes", None, None),
+    ("all_types", None, None),
+])
+def test_inputs_are_built_from_each_inputs_own_signature(tmp_path: Path, build: str,
+                                                         expected: dict[str, tuple[int, ...]] | None,
+                                                         batch: int | None) -> None:
+    """Every input keeps the axes its model fixes (not another input's) and its datatype; scalars stay scalars;
+    onnxruntime takes the result."""
     from service.backends import RuntimeOptions
     from service.backends.onnx import OnnxBackend
-    from tests.imported.signatures import fixed_batch_one
+    from tests.imported import signatures
 
-    fixed_batch_one(tmp_path / "model.onnx")
+    getattr(signatures, build)(tmp_path / "model.onnx")
     backend = OnnxBackend(tmp_path / "model.onnx", RuntimeOptions("cpu", intra_op_threads=1))
-    feeds = _cuda_check().feeds_for(backend, 64, np.random.default_rng(0))
-    assert {name: a.shape for name, a in feeds.items()} == {"x": (1, 4)}
+    module = _cuda_check()
+    feeds = module.feeds_for(backend, 3, np.random.default_rng(0))
+    for spec in backend.signature.inputs:
+        array = feeds[spec.name]
+        assert array.ndim == len(spec.shape), spec
+        assert all(d < 0 or d == got for d, got in zip(spec.shape, array.shape, strict=True)), (spec, array.shape)
+    if expected is not None:
+        assert {name: a.shape for name, a in feeds.items()} == expected
+    assert module.fixed_batch(backend) == batch
     backend.run(feeds)
+
+
+def test_gpu_memory_is_read_from_nvidia_smi_lines_of_the_servers_pids() -> None:
+    module = _cuda_check()
+    listing = "123, 500\n456, 700\n789, [N/A]\n"
+    assert module.used_mib(listing, {123, 456}) == 1200
+    assert module.used_mib(listing, {789}) is None  # [N/A]: nothing measured, not 0
+    assert module.used_mib(listing, {999}) is None  # a container sees the host's pids: the caller asks the whole GPU
+    assert module.used_mib("81559\n", None) == 81559
+    assert module.used_mib("", None) is None
+
+
+def test_memory_grown_past_its_warm_up_fails_the_soak_an_arena_settling_does_not() -> None:
+    grew = _cuda_check().grew
+    settling = [6724, 7040, 7040, 7048, 7122, 7122, 7122, 7196, 7196, 7344, 7344, 7344, 7344, 7344]  # the H100's
+    assert grew(settling) is None
+    leaking = [3600, 3610, 3620, 3630, 3700, 3800, 3900, 4000]
+    assert grew(leaking) == (3630, 4000)
+    assert grew([3600, 3601, 3602, 3603]) is None
+    assert grew([100, 100, 100, 150]) is None  # +50%, but under 64 MiB: noise of a small process
+    assert grew([None, None]) is None and grew([]) is None
