@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
     metrics = ServiceMetrics()
     plane = DataPlane(settings, metrics, ModelRegistry(settings, metrics))
     access_log = AccessLogWriter() if settings.access_log else None
-    trimmer = MemoryTrimmer(settings.memory_trim_interval_s, lambda: plane.calls)
+    trimmer = MemoryTrimmer(settings.memory_trim_interval_s, lambda: plane.calls + plane.ended)
     budget = BodyBudget(settings.max_body_bytes_in_flight)  # HTTP bodies and gRPC requests alike
 
     @asynccontextmanager

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -90,9 +90,11 @@ class Call:
     """One request's accounting: outcome and latency metrics, the in-flight gauge, and what its access-log line
     says (model, version, batch size: written into ``record``)."""
 
-    def __init__(self, metrics: ServiceMetrics, protocol: str, record: dict[str, Any]) -> None:
+    def __init__(self, metrics: ServiceMetrics, protocol: str, record: dict[str, Any],
+                 on_end: Callable[[], None] | None = None) -> None:
         self.metrics = metrics
         self.protocol = protocol
+        self.on_end = on_end
         self.record = record
         self.bound: RequestMetrics | None = None  # until bind(): a request for no served model
         self.stats: ModelStats | None = None
@@ -120,6 +122,8 @@ class Call:
                  ) -> None:
         bound = self.bound
         elapsed = time.perf_counter() - self.start
+        if self.on_end is not None:
+            self.on_end()
         if bound is not None:
             bound.in_flight.dec()
         else:
@@ -162,7 +166,8 @@ class DataPlane:
         self.repository = RepositorySync(registry, settings)  # the repository on disk and the API's orders
         self.started = False
         self.accepting = False
-        self.calls = 0  # begun, every protocol (service.hosting.memory trims when it stands still)
+        self.calls = 0  # begun, every protocol
+        self.ended = 0  # (service.hosting.memory collects and trims when both stand still)
 
     @property
     def ready(self) -> bool:
@@ -175,7 +180,10 @@ class DataPlane:
 
     def call(self, protocol: str, record: dict[str, Any]) -> Call:
         self.calls += 1
-        return Call(self.metrics, protocol, record)
+        return Call(self.metrics, protocol, record, self._ended)
+
+    def _ended(self) -> None:
+        self.ended += 1
 
     def refused_unread(self, protocol: str) -> None:
         """A request refused before its body was read (it would pass the byte budget; its model unknown yet):

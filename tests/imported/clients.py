@@ -48,8 +48,9 @@ def assert_same(got: np.ndarray, expected: np.ndarray, what: str) -> None:
     assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
     if expected.dtype.kind == "f":
         assert got.dtype == expected.dtype, what
-        if SERVED_ON_CUDA:
-            np.testing.assert_allclose(got, expected, rtol=1e-2, atol=1e-3, err_msg=what)
+        if SERVED_ON_CUDA:  # relative to the output's own scale: a 1000-class softmax's values are ~1e-3
+            scale = float(np.abs(expected).max()) if expected.size else 0.0
+            np.testing.assert_allclose(got, expected, rtol=1e-2, atol=2e-3 * scale + 1e-6, err_msg=what)
         else:
             np.testing.assert_allclose(got, expected, rtol=1e-3 if expected.dtype == np.float16 else 1e-5,
                                        atol=1e-6, err_msg=what)
