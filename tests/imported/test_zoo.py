@@ -31,6 +31,9 @@ def reference_input(path: str) -> np.ndarray:
 
 @pytest.mark.parametrize("name", LIGHT_MODELS)
 def test_onnx_test_models_give_their_reference_outputs(served: Served, name: str) -> None:
+    """The real graphs load, warm up and serve unbatched. Their weights are constant (every class 0.001, or 0.46
+    for DenseNet, whatever the input), so this cannot tell a picture that arrived garbled: the orientation
+    classifier, the text detector and the torchvision exports (tests/imported/test_module_export.py) do."""
     model, expected_file = onnx_test_model(name)
     expected = numpy_helper.to_array(onnx.load_tensor(str(expected_file)))
     x = reference_input(str(model))
