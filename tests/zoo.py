@@ -96,3 +96,46 @@ def onnx_test_model(name: str) -> tuple[Path, Path]:
 
     folder = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
     return folder / f"light_{name}.onnx", folder / f"light_{name}_output_0.pb"
+
+
+def with_random_weights(source: Path, target: Path, seed: int = 0) -> Path:
+    """A light test model whose weights depend on nothing but ``seed``, so that its answer depends on its input.
+
+    The ``onnx`` package's light models make every weight with a ``ConstantOfShape`` node of one value (0.02), so
+    they answer every input alike. Each such node becomes an initializer of its shape: He-scaled normal weights,
+    small normal biases, batch-norm scales uniform(0.1, 0.3) (residual sums stay in range) and variances
+    uniform(0.5, 1.5), its means and offsets small normal."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    shapes = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    norm = {name: position for n in graph.node if n.op_type == "BatchNormalization"
+            for position, name in enumerate(n.input) if position}  # 1 scale, 2 offset, 3 mean, 4 variance
+    rng = np.random.default_rng(seed)
+    kept = []
+    for node in graph.node:
+        if node.op_type != "ConstantOfShape" or node.input[0] not in shapes:
+            kept.append(node)
+            continue
+        shape = tuple(int(d) for d in shapes[node.input[0]])
+        if norm.get(node.output[0]) == 1:  # scales: small, so that residual sums stay in range
+            weights = rng.uniform(0.1, 0.3, shape)
+        elif norm.get(node.output[0]) == 4:
+            weights = rng.uniform(0.5, 1.5, shape)
+        elif len(shape) >= 2:
+            weights = rng.normal(0.0, np.sqrt(2.0 / int(np.prod(shape[1:]))), shape)
+        else:
+            weights = rng.normal(0.0, 0.1, shape)
+        graph.initializer.append(numpy_helper.from_array(weights.astype(np.float32), node.output[0]))
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for n in graph.node for name in n.input}
+    for initializer in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(initializer)
+    for value in [v for v in graph.input if v.name not in used]:  # the old IR lists initializers as inputs too
+        graph.input.remove(value)
+    onnx.save(model, str(target))
+    return target

@@ -14,9 +14,11 @@ import pytest
 from service.hosting.launcher import serve_subprocess
 from service.importer import ImportOptions, import_model
 from tests.imported.signatures import Signature, signatures
-from tests.zoo import onnx_test_model, zoo_file
+from tests.zoo import onnx_test_model, with_random_weights, zoo_file
 
 LIGHT_MODELS = ("resnet50", "squeezenet", "densenet121", "shufflenet")
+# the two whose answers, with random weights, still differ clearly between pictures (tests.zoo.with_random_weights)
+RANDOM_WEIGHT_MODELS = ("squeezenet", "shufflenet")
 ORIENTATION_LABELS = ["0", "90", "180", "270"]  # the file's own metadata ("character"), clockwise degrees
 
 
@@ -48,6 +50,9 @@ def publish_zoo(root: Path, work: Path) -> None:
     import_model(zoo_file("silero-vad"), ImportOptions(name="silero-vad", repository=root, config=vad))
     for name in LIGHT_MODELS:
         import_model(onnx_test_model(name)[0], ImportOptions(name=f"onnx-{name}", repository=root))
+    for name in RANDOM_WEIGHT_MODELS:
+        source = with_random_weights(onnx_test_model(name)[0], work / f"{name}-random.onnx")
+        import_model(source, ImportOptions(name=f"onnx-{name}-random", repository=root))
 
 
 @pytest.fixture(scope="session")

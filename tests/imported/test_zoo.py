@@ -15,7 +15,7 @@ from onnx import numpy_helper
 from PIL import Image, ImageDraw, ImageFont
 
 from tests.imported.clients import assert_same, direct, post_binary, via_triton
-from tests.imported.conftest import LIGHT_MODELS, Served
+from tests.imported.conftest import LIGHT_MODELS, RANDOM_WEIGHT_MODELS, Served
 from tests.zoo import onnx_test_model
 
 
@@ -42,6 +42,27 @@ def test_onnx_test_models_give_their_reference_outputs(served: Served, name: str
     assert metadata["parameters"]["max_batch_size"] == 0  # a fixed batch of one: served unbatched
     got = via_triton(served.url, f"onnx-{name}", {input_name: x}, [metadata["outputs"][0]["name"]], binary=True)
     np.testing.assert_allclose(next(iter(got.values())), expected, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", RANDOM_WEIGHT_MODELS)
+def test_the_same_architectures_with_random_weights_answer_each_picture_as_onnxruntime_does(served: Served,
+                                                                                           name: str) -> None:
+    """With weights that make the answer depend on the picture, a picture garbled on its way (bytes misread,
+    axes swapped) would show: each of two pictures, served unbatched, gets exactly a direct run's answer, and the
+    two answers differ by far more than the tolerance."""
+    model = f"onnx-{name}-random"
+    path = served.repository / model / "1" / "model.onnx"
+    metadata = httpx.get(f"{served.url}/v2/models/{model}").json()
+    (input_name,) = [i["name"] for i in metadata["inputs"]]
+    output = metadata["outputs"][0]["name"]
+    rng = np.random.default_rng(3)
+    answers = []
+    for binary in (True, False):
+        picture = rng.random((1, 3, 224, 224)).astype(np.float32)
+        got = via_triton(served.url, model, {input_name: picture}, [output], binary)[output]
+        assert_same(got, direct(path, {input_name: picture})[output], f"{model} binary={binary}")
+        answers.append(got)
+    assert np.abs(answers[0] - answers[1]).max() > 100 * (1e-6 + 1e-5 * np.abs(answers[0]).max())
 
 
 def text_page() -> Image.Image:
