@@ -84,7 +84,7 @@ def uint8_image(path: Path) -> None:
 def bool_bytes(path: Path) -> None:
     nodes = [helper.make_node("Identity", ["text"], ["echo"]), helper.make_node("Not", ["flag"], ["not_flag"]),
              helper.make_node("Equal", ["text", "yes"], ["is_yes"])]
-    yes = helper.make_tensor("yes", T.STRING, [1], [b"yes"])
+    yes = helper.make_tensor("yes", T.STRING, [1], [b"yes"])  # type: ignore[list-item]  # (onnx types vals as numbers)
     _save(helper.make_graph(nodes, "bool_bytes", [_io("text", "BYTES", ["N"]), _io("flag", "BOOL", ["N"])],
                             [_io("echo", "BYTES", ["N"]), _io("not_flag", "BOOL", ["N"]), _io("is_yes", "BOOL", ["N"])],
                             [yes]), path, opset=19)
