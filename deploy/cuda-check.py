@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service.backends import Backend, RuntimeOptions
 from service.backends.onnx import CUDA, OnnxBackend
 from service.bench.inprocess import samples_per_s
+from service.bench.payloads import Payload
 from service.hosting.launcher import serve_subprocess
 
 
@@ -126,8 +127,16 @@ def shape_changes(repository: Path, models: list[str], seconds: float, rng: np.r
               f"{ms_per_batch(exhaustive, [full], seconds):.3f} | {ms_per_batch(heuristic, [one], seconds):.3f} |")
 
 
-def _model_sum(sample: dict, name: str, model: str) -> float:  # type: ignore[type-arg]
-    return float(sum(v for (n, labels), v in sample.items() if n == name and dict(labels).get("model") == model))
+def binary_payloads(repository: Path, models: list[str], rng: np.random.Generator) -> dict[str, Payload]:
+    """32 random OIP binary requests of one row for each model (version 1), built from its signature."""
+    from service.bench.payloads import Sample, build
+    from service.loading import load_version
+    from service.settings import Settings
+
+    local = Settings(providers="cpu", warmup_batch_sizes=[1])
+    loaded = {m: load_version(repository / m / "1", m, 1, local) for m in models}
+    return {m: build(v, "v2-binary", [Sample(None, feeds_for(v.backend, 1, rng)) for _ in range(32)])
+            for m, v in loaded.items()}
 
 
 def served_load(repository: Path, models: list[str], servers: str, seconds: float,
@@ -136,15 +145,9 @@ def served_load(repository: Path, models: list[str], servers: str, seconds: floa
     import asyncio
 
     from service.bench.loadgen import run_asyncio
-    from service.bench.payloads import Sample, build
-    from service.bench.scrape import scrape
-    from service.loading import load_version
-    from service.settings import Settings
+    from service.bench.scrape import histogram_mean, scrape
 
-    local = Settings(providers="cpu", warmup_batch_sizes=[1])
-    loaded = {m: load_version(repository / m / "1", m, 1, local) for m in models}
-    payloads = {m: build(v, "v2-binary", [Sample(None, feeds_for(v.backend, 1, rng)) for _ in range(32)])
-                for m, v in loaded.items()}
+    payloads = binary_payloads(repository, models, rng)
     failures = []
     print("\n| server | model | req/s, c=64 | p50 ms | mean batch | compute ms per batch | p50 ms, c=1 | errors |")
     print("|---|---|---|---|---|---|---|---|")
@@ -166,15 +169,10 @@ def served_load(repository: Path, models: list[str], servers: str, seconds: floa
                     print(f"| {label} | {model} | {type(error).__name__}: {str(error)[:200]} | | | | | |", flush=True)
                     failures.append(f"load {server} {model}")
                     continue
-                batches = _model_sum(after, "nnserve_batch_size_count", model) - \
-                    _model_sum(before, "nnserve_batch_size_count", model)
-                rows = _model_sum(after, "nnserve_batch_size_sum", model) - \
-                    _model_sum(before, "nnserve_batch_size_sum", model)
-                compute = _model_sum(after, "nnserve_compute_seconds_sum", model) - \
-                    _model_sum(before, "nnserve_compute_seconds_sum", model)
-                print(f"| {label} | {model} | {result.rps:,.0f} | {result.p50_ms:.1f} | {rows / max(batches, 1):.1f} "
-                      f"| {1000 * compute / max(batches, 1):.2f} | {lone.p50_ms:.2f} | {result.errors + lone.errors} |",
-                      flush=True)
+                batch = histogram_mean(before, after, "nnserve_batch_size", model)
+                compute_ms = 1000 * histogram_mean(before, after, "nnserve_compute_seconds", model)
+                print(f"| {label} | {model} | {result.rps:,.0f} | {result.p50_ms:.1f} | {batch:.1f} "
+                      f"| {compute_ms:.2f} | {lone.p50_ms:.2f} | {result.errors + lone.errors} |", flush=True)
                 if result.errors or lone.errors or not result.requests or not lone.requests:
                     failures.append(f"load {server} {model}")
     return failures
@@ -227,13 +225,9 @@ def soak(repository: Path, model: str, seconds: float, rng: np.random.Generator,
     import asyncio
 
     from service.bench.loadgen import run_asyncio
-    from service.bench.payloads import Sample, build
     from service.bench.scrape import rss_mb, tree_pids
-    from service.loading import load_version
-    from service.settings import Settings
 
-    loaded = load_version(repository / model / "1", model, 1, Settings(providers="cpu", warmup_batch_sizes=[1]))
-    payload = build(loaded, "v2-binary", [Sample(None, feeds_for(loaded.backend, 1, rng)) for _ in range(32)])
+    payload = binary_payloads(repository, [model], rng)[model]
     failures: list[str] = []
     rss: list[float | None] = []
     gpu: list[float | None] = []
