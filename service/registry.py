@@ -336,5 +336,6 @@ class ModelRegistry:
         for name in list(self.models):
             await self.unload(name)
         self.executor.shutdown(wait=True)
-        self.niced_executor.shutdown(wait=True)
+        if self.niced_executor is not self.executor:
+            self.niced_executor.shutdown(wait=True)
         self.board.close()
