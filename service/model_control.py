@@ -47,6 +47,17 @@ def _write_atomically(path: Path, data: Any) -> None:
     os.replace(part, path)
 
 
+@contextlib.contextmanager
+def exclusively(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (made if missing): one process at a time, across the server."""
+    with lock_file.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -66,14 +77,8 @@ class ControlFolder:
         self._errors: dict[str, str] = {}
 
     # -- orders (the desired state) ----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with (self.folder / ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusively(self.folder / ".lock")
 
     def _read(self) -> dict[str, Any]:
         try:
