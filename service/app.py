@@ -19,7 +19,7 @@ from service.hosting.grpc_server import start_grpc, stop_grpc
 from service.hosting.memory import MemoryTrimmer, keep_freed_memory, release_free_memory
 from service.metrics import ServiceMetrics
 from service.model_views import server_version
-from service.protocols import info_http, oip_http, predict_http, repository_http
+from service.protocols import info_http, oip_http, predict_http, repository_http, shared_memory_http
 from service.protocols.hot_routes import InferenceFastPath
 from service.protocols.http_errors import install_error_handlers
 from service.registry import ModelRegistry
@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
             await trimmer.stop()
             await plane.repository.stop()
             await plane.registry.close()
+            if plane.shared_memory is not None:
+                plane.shared_memory.close()
             if access_log is not None:
                 access_log.flush()
             log.info("drained and stopped")
@@ -80,7 +82,8 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
     )
     app.state.plane = plane
     install_error_handlers(app)
-    routers = [module.build_router(plane) for module in (predict_http, oip_http, repository_http, info_http)]
+    routers = [module.build_router(plane) for module in (predict_http, oip_http, repository_http, info_http,
+                                                             shared_memory_http)]
     for router in routers:
         app.include_router(router)
     app.include_router(page.build_router())

@@ -40,6 +40,7 @@ from service.processors.values import top_k_count
 from service.registry import ModelRegistry, ServedModel
 from service.repository_sync import RepositorySync
 from service.settings import Settings
+from service.shared_memory import SharedMemoryRegions
 
 UNKNOWN = "_unknown"  # the model label of requests for models that are not served (bounded cardinality)
 
@@ -164,6 +165,7 @@ class DataPlane:
         self.metrics = metrics
         self.registry = registry
         self.repository = RepositorySync(registry, settings)  # the repository on disk and the API's orders
+        self.shared_memory = SharedMemoryRegions(self.repository.control.folder) if settings.shared_memory else None
         self.started = False
         self.accepting = False
         self.calls = 0  # begun, every protocol

@@ -7,7 +7,9 @@
     ├── InvalidValue             400  invalid_value           NaN/inf, pixel values out of range
     ├── InvalidImage             422  invalid_image           not an image, truncated, unsupported format
     ├── ImageTooLarge            422  image_too_large         dimensions over the limit (decompression bombs)
+    ├── InvalidSharedMemory      400  invalid_shared_memory   a region unknown, out of bounds, or its object gone
     ├── Unauthorized             401  unauthorized            admin endpoints without the bearer token
+    ├── Forbidden                403  forbidden               shared memory registered from another host
     ├── ModelNotFound            404  model_not_found
     ├── VersionNotFound          404  version_not_found
     ├── SampleNotFound           404  sample_not_found        a sample file a version does not publish
@@ -57,6 +59,14 @@ class InvalidImage(NNServeError):
 
 class ImageTooLarge(NNServeError):
     status, code = 422, "image_too_large"
+
+
+class InvalidSharedMemory(NNServeError):
+    status, code = 400, "invalid_shared_memory"
+
+
+class Forbidden(NNServeError):
+    status, code = 403, "forbidden"
 
 
 class Unauthorized(NNServeError):

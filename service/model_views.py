@@ -31,8 +31,9 @@ def server_version() -> str:
         return "0+unknown"
 
 
-def server_metadata() -> dict[str, Any]:
-    return {"name": "nnserve", "version": server_version(), "extensions": EXTENSIONS}
+def server_metadata(shared_memory: bool = True) -> dict[str, Any]:
+    extensions = [*EXTENSIONS, "system_shared_memory"] if shared_memory else EXTENSIONS
+    return {"name": "nnserve", "version": server_version(), "extensions": extensions}
 
 
 def _oip_tensor(t: TensorConfig) -> dict[str, Any]:

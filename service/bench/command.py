@@ -28,6 +28,7 @@ from service.bench.pairs import pair_table, variant_pairs
 from service.bench.payloads import build, samples
 from service.bench.reference_server import reference_server
 from service.bench.scrape import batch_histogram, cpu_seconds, grpc_failures, histogram_mean, rss_mb, scrape, tree_pids
+from service.bench.shared_payloads import payload_for
 from service.hosting.launcher import free_port, serve_subprocess
 from service.loading import LoadedVersion, load_version
 from service.repository import list_versions
@@ -85,18 +86,18 @@ class Row:
 
 def measure(server: Server, model: LoadedVersion, protocol: str, concurrency: int, args: argparse.Namespace,
             raw: list, beside: Beside | None = None) -> Row:  # type: ignore[type-arg]
-    payload = build(model, protocol, raw)
-    if args.warmup > 0:
-        if protocol == "grpc":
-            run_h2load(server.grpc, payload, concurrency, args.warmup)
-        else:
-            run_load(server.url, payload, concurrency, args.warmup)
-    before, cpu_before = scrape(server.url), server.cpu()
-    with running_beside(server.url, beside, args.duration) as other:
-        if protocol == "grpc":
-            load = run_h2load(server.grpc, payload, concurrency, args.duration)
-        else:
-            load = run_load(server.url, payload, concurrency, args.duration)
+    with payload_for(server.url, model, protocol, raw) as payload:
+        if args.warmup > 0:
+            if protocol == "grpc":
+                run_h2load(server.grpc, payload, concurrency, args.warmup)
+            else:
+                run_load(server.url, payload, concurrency, args.warmup)
+        before, cpu_before = scrape(server.url), server.cpu()
+        with running_beside(server.url, beside, args.duration) as other:
+            if protocol == "grpc":
+                load = run_h2load(server.grpc, payload, concurrency, args.duration)
+            else:
+                load = run_load(server.url, payload, concurrency, args.duration)
     after, cpu_after = scrape(server.url), server.cpu()
     if other.error:
         print(f"  --beside: {other.error}", flush=True)
@@ -276,7 +277,7 @@ def bench(args: argparse.Namespace) -> int:
                              for r in run_matrix(server, argparse.Namespace(**{**vars(args), "beside": None}),
                                                  models)}
     if args.reference:
-        protocols = ",".join(p for p in args.protocols.split(",") if p.startswith("v2-"))
+        protocols = ",".join(p for p in args.protocols.split(",") if p in ("v2-json", "v2-binary"))
         print(f"reference: FastAPI calling onnxruntime in its event loop ({protocols}):", flush=True)
         with reference_server(args.repository, models, free_port()) as (url, pid):
             reference = {(r.model, r.protocol, r.concurrency): r
@@ -311,12 +312,12 @@ def run_soak(server: Server, args: argparse.Namespace, model: str) -> str:
     loaded = newest(args.repository, model)
     protocol = args.protocols.split(",")[0]
     concurrency = max(int(c) for c in args.concurrency.split(","))
-    payload = build(loaded, protocol, samples(loaded, args.data_dir, args.samples))
-    run_load(server.url, payload, concurrency, 5)
-    start_rss = server.rss()
-    print(f"soak: {model} {protocol} c={concurrency} for {args.soak:.0f} s, RSS {start_rss:.0f} MB", flush=True)
-    load = run_load(server.url, payload, concurrency, args.soak)
-    end_rss = server.rss()
+    with payload_for(server.url, loaded, protocol, samples(loaded, args.data_dir, args.samples)) as payload:
+        run_load(server.url, payload, concurrency, 5)
+        start_rss = server.rss()
+        print(f"soak: {model} {protocol} c={concurrency} for {args.soak:.0f} s, RSS {start_rss:.0f} MB", flush=True)
+        load = run_load(server.url, payload, concurrency, args.soak)
+        end_rss = server.rss()
     return (f"Soak: {model} over {protocol}, concurrency {concurrency}, {args.soak:.0f} s, {load.requests:,} "
             f"requests, {load.errors} errors: server RSS {start_rss:.1f} MB -> {end_rss:.1f} MB "
             f"({(end_rss - start_rss) / start_rss:+.1%}).")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-PROTOCOLS = ("predict", "v2-json", "v2-binary")  # and "grpc" (OIP over gRPC, with h2load) when asked
+PROTOCOLS = ("predict", "v2-json", "v2-binary")  # and, when asked, "grpc" (OIP over gRPC, with h2load) and
+# "v2-shm" (OIP over HTTP, the tensors in system shared memory: service/bench/shared_payloads.py)
 
 
 def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None, help="bench a running server (default: start one)")
     parser.add_argument("--repository", type=Path, default=Path("models"))
     parser.add_argument("--models", default="mlp,cnn,resnet,lstm")
-    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="predict,v2-json,v2-binary,grpc")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="predict,v2-json,v2-binary,grpc,v2-shm")
     parser.add_argument("--grpc-target", default=None, help="with --url: the server's gRPC host:port (default :8001)")
     parser.add_argument("--concurrency", default="1,64", help="comma-separated connection counts")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")

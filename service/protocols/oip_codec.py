@@ -3,14 +3,16 @@
 A binary request is ``<JSON header><raw tensor bytes...>``; the header's length is in the
 ``Inference-Header-Content-Length`` HTTP header and each binary input declares ``parameters.binary_data_size``;
 the tensors follow in input order. Every datatype of ``service.datatypes`` travels both ways, ``BYTES`` as JSON
-strings or as length-prefixed elements, scalars with shape ``[]``. Decoding checks only what the protocol itself
+strings or as length-prefixed elements, scalars with shape ``[]``; or, for a client on this host, in a registered
+system shared memory region (``parameters.shared_memory_region``, ``_byte_size``, ``_offset``:
+``service.shared_memory``), inputs read from it and outputs written to it. Decoding checks only what the protocol itself
 says (a shape that does not hold the data given, sizes past the body, values that do not fit their datatype);
 whether the tensors fit the model is the data plane's check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,9 +20,10 @@ import orjson
 
 from service.dataplane import InferRequest, InferResponse
 from service.datatypes import DTYPES, datatype_of
-from service.errors import InvalidDatatype, MalformedRequest
+from service.errors import InvalidDatatype, InvalidSharedMemory, MalformedRequest
 from service.protocols.http_io import parse_json
 from service.protocols.tensor_data import tensor_bytes, tensor_from_bytes, tensor_from_json
+from service.shared_memory import SharedMemoryRegions
 
 HEADER = "inference-header-content-length"
 
@@ -30,6 +33,7 @@ class DecodedInfer:
     request: InferRequest
     binary_outputs: set[str]  # outputs asked for as binary data
     all_binary: bool  # parameters.binary_data_output: every output binary
+    shared_outputs: dict[str, memoryview] = field(default_factory=dict)  # outputs to write to shared memory
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]:
@@ -54,7 +58,18 @@ def _shape(value: Any, name: str) -> list[int]:
     return value
 
 
-def decode_request(body: bytes, header_length: str | None, model: str, version: int | None) -> DecodedInfer:
+def shared_view(shared: SharedMemoryRegions | None, params: dict[str, Any], what: str) -> memoryview:
+    """The bytes a tensor's ``shared_memory_*`` parameters name (``params`` holds ``shared_memory_region``)."""
+    if shared is None:
+        raise InvalidSharedMemory(f"{what}: shared memory is turned off on this server (--no-shared-memory)")
+    if "shared_memory_byte_size" not in params:
+        raise MalformedRequest(f"{what}: shared_memory_region needs shared_memory_byte_size")
+    return shared.view(params["shared_memory_region"], params.get("shared_memory_offset", 0),
+                       params["shared_memory_byte_size"], what)
+
+
+def decode_request(body: bytes, header_length: str | None, model: str, version: int | None,
+                   shared: SharedMemoryRegions | None = None) -> DecodedInfer:
     payload, binary = split_body(body, header_length)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise MalformedRequest("inference request: expected a JSON object with an \"inputs\" list")
@@ -71,8 +86,14 @@ def decode_request(body: bytes, header_length: str | None, model: str, version: 
         if datatype not in DTYPES:
             raise InvalidDatatype(f"input '{name}': datatype {datatype!r} is not one of {list(DTYPES)}")
         params = raw.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
-        if size is not None:
+        if not isinstance(params, dict):
+            raise MalformedRequest(f"input '{name}': \"parameters\" must be an object")
+        size = params.get("binary_data_size")
+        if "shared_memory_region" in params:
+            if size is not None:
+                raise MalformedRequest(f"input '{name}': both binary_data_size and shared_memory_region; give one")
+            arrays[name] = tensor_from_bytes(shared_view(shared, params, f"input '{name}'"), datatype, shape, name)
+        elif size is not None:
             if not isinstance(size, int) or size < 0:
                 raise MalformedRequest(f"input '{name}': binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
@@ -86,30 +107,46 @@ def decode_request(body: bytes, header_length: str | None, model: str, version: 
             arrays[name] = tensor_from_json(raw["data"], datatype, shape, name)
     if offset != len(binary):
         raise MalformedRequest(f"{len(binary)} binary bytes follow the header but the inputs declare {offset}")
-    outputs, binary_outputs, all_binary = _requested_outputs(payload)
+    outputs, binary_outputs, all_binary, shared_outputs = _requested_outputs(payload, shared)
     request_id = payload.get("id")
     return DecodedInfer(InferRequest(model, version, arrays, outputs, request_id if isinstance(request_id, str)
-                                     else None), binary_outputs, all_binary)
+                                     else None), binary_outputs, all_binary, shared_outputs)
 
 
-def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, set[str], bool]:
+def _requested_outputs(payload: dict[str, Any], shared: SharedMemoryRegions | None
+                       ) -> tuple[list[str] | None, set[str], bool, dict[str, memoryview]]:
     params = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
     all_binary = bool(params.get("binary_data_output", False)) if params else False
     requested = payload.get("outputs")
     if requested is None:
-        return None, set(), all_binary
+        return None, set(), all_binary, {}
     if not isinstance(requested, list):
         raise MalformedRequest("\"outputs\" must be a list of {\"name\": ...}")
-    chosen, binary = [], set()
+    chosen, binary, in_shared = [], set(), {}
     for out in requested:
         name = out.get("name") if isinstance(out, dict) else None
         if not isinstance(name, str):
             raise MalformedRequest(f"each requested output needs a \"name\", received {out!r:.60}")
         chosen.append(name)
         out_params = out.get("parameters") or {}
-        if isinstance(out_params, dict) and out_params.get("binary_data"):
+        if isinstance(out_params, dict) and "shared_memory_region" in out_params:
+            in_shared[name] = shared_view(shared, out_params, f"output '{name}'")
+        elif isinstance(out_params, dict) and out_params.get("binary_data"):
             binary.add(name)
-    return chosen, binary, all_binary
+    return chosen, binary, all_binary, in_shared
+
+
+def write_shared(target: memoryview, array: np.ndarray, name: str) -> dict[str, Any]:
+    """An output written to its shared memory region; what the response says of it instead of its data."""
+    if array.dtype == object:
+        data = np.frombuffer(tensor_bytes(array), dtype=np.uint8)
+    else:
+        data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    if len(data) > len(target):
+        raise InvalidSharedMemory(f"output '{name}': its {len(data)} bytes ({datatype_of(array)} {list(array.shape)})"
+                                  f" do not fit the {len(target)} bytes of shared memory given for it")
+    np.frombuffer(target, dtype=np.uint8, count=len(data))[:] = data
+    return {"shared_memory_byte_size": len(data)}
 
 
 def encode_response(response: InferResponse, decoded: DecodedInfer) -> tuple[bytes, int | None]:
@@ -119,7 +156,10 @@ def encode_response(response: InferResponse, decoded: DecodedInfer) -> tuple[byt
         array = np.ascontiguousarray(output)
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if decoded.all_binary or name in decoded.binary_outputs:
+        target = decoded.shared_outputs.get(name)
+        if target is not None:
+            entry["parameters"] = write_shared(target, array, name)
+        elif decoded.all_binary or name in decoded.binary_outputs:
             data = tensor_bytes(array)
             entry["parameters"] = {"binary_data_size": len(data)}
             blobs.append(data)

@@ -37,6 +37,7 @@ STATUS: dict[str, grpc.StatusCode] = {  # error code -> gRPC status; a 4xx code 
     "version_not_found": grpc.StatusCode.NOT_FOUND,
     "not_found": grpc.StatusCode.NOT_FOUND,
     "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
+    "forbidden": grpc.StatusCode.PERMISSION_DENIED,
     "payload_too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "not_ready": grpc.StatusCode.UNAVAILABLE,
@@ -152,7 +153,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         return oip_pb2.ModelReadyResponse(ready=self.plane.accepting)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
-        return oip_pb2.ServerMetadataResponse(**server_metadata())
+        return oip_pb2.ServerMetadataResponse(**server_metadata(shared_memory=False))
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         async def handle(call: CallRecord) -> Any:

@@ -20,7 +20,7 @@ def build_router(plane: DataPlane) -> APIRouter:
 
     @router.get("", summary="Server metadata")
     async def server() -> Response:
-        return json_response(server_metadata())
+        return json_response(server_metadata(plane.shared_memory is not None))
 
     @router.get("/health/live", summary="Liveness: the process answers")
     async def live() -> Response:
@@ -59,7 +59,7 @@ def build_router(plane: DataPlane) -> APIRouter:
             version = parse_version(model_version)
             body = await read_body(request, settings.max_body_bytes)
             call.decode_started()
-            decoded = decode_request(body, request.headers.get(HEADER), name, version)
+            decoded = decode_request(body, request.headers.get(HEADER), name, version, plane.shared_memory)
             response = await plane.infer(call, decoded.request)
             content, header_length = encode_response(response, decoded)
             if header_length is None:

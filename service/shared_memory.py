@@ -1,0 +1,196 @@
+"""Triton's system shared memory extension: a client on this host puts a tensor in a POSIX shared memory object
+(``/dev/shm/<key>``), registers a named region of it, and an inference request names the region instead of
+carrying the bytes. The body shrinks from the tensor's size to a few hundred bytes of JSON, and the server reads
+the input from the mapping without copying it off a socket; outputs asked for in a region are written there.
+
+Every serving process of one server sees the same regions: they are recorded in ``shared-memory.json`` in the
+server's control folder (``service.model_control``), written atomically under its lock, and each process maps a
+region itself the first time a request names it, re-reading the record whenever the file changed (a ``stat``
+per request that uses shared memory). A region unregistered through one process is gone for all of them before
+that call answers.
+
+Registering maps memory another process owns, so only a client on this host may do it (``same_host``); and each
+use checks the object's current size first, so a region whose object shrank is refused with a 400 instead of a
+crash (a shrink between that check and the read is not caught: as with Triton, the client owns the memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import mmap
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import InvalidSharedMemory
+from service.model_control import exclusively
+
+SHM_ROOT = Path("/dev/shm")
+RECORD = "shared-memory.json"
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+
+
+@dataclass
+class _Mapped:
+    region: Region
+    memory: mmap.mmap
+    file: Any  # kept open: its fstat says whether the object still holds the region
+
+
+def same_host(client: str | None) -> bool:
+    """Whether a peer address is this host's (loopback, or a Unix socket: no address)."""
+    if not client:
+        return True
+    try:
+        return ipaddress.ip_address(client.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _count(value: Any, what: str, positive: bool = False) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < (1 if positive else 0):
+        raise InvalidSharedMemory(f"{what} must be a {'positive' if positive else 'non-negative'} integer, "
+                                  f"received {value!r}")
+    return value
+
+
+class SharedMemoryRegions:
+    def __init__(self, folder: Path, root: Path = SHM_ROOT) -> None:
+        self.folder = folder
+        self.root = root
+        self._record = str(folder / RECORD)  # a str: os.stat of it costs a third of pathlib's stat, per request
+        self._seen: tuple[int, int, int] | None = None
+        self._regions: dict[str, Region] = {}
+        self._mapped: dict[str, _Mapped] = {}
+
+    # -- the record every process shares ----------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Re-read the record if it changed; forget the mappings of regions it no longer holds as they were."""
+        try:
+            stat = os.stat(self._record)
+            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            seen = (0, 0, 0)
+        if seen == self._seen:
+            return
+        try:
+            data = json.loads((self.folder / RECORD).read_text())
+        except FileNotFoundError:
+            data = {}
+        self._regions = {name: Region(**entry) for name, entry in data.items()}
+        self._seen = seen
+        for name in [n for n, m in self._mapped.items() if self._regions.get(n) != m.region]:
+            self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        mapped = self._mapped.pop(name)
+        mapped.file.close()
+        with contextlib.suppress(BufferError):  # a request still holds a view: the mapping goes with its last one
+            mapped.memory.close()
+
+    def _write(self) -> None:
+        part = self.folder / f".{RECORD}.{os.getpid()}.part"
+        part.write_text(json.dumps({name: asdict(region) for name, region in self._regions.items()}))
+        os.replace(part, self.folder / RECORD)
+        self._seen = None
+        self._sync()
+
+    # -- the API -------------------------------------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        name = key[1:] if key.startswith("/") else key
+        if not name or "/" in name or name in (".", "..") or "\0" in name:
+            raise InvalidSharedMemory(f"shared memory key {key!r} is not a POSIX shared memory name (\"/name\", "
+                                      f"one leading slash at most)")
+        return self.root / name
+
+    def register(self, name: str, key: Any, offset: Any, byte_size: Any) -> Region:
+        if not isinstance(key, str):
+            raise InvalidSharedMemory(f"shared memory region '{name}': \"key\" must be a string, received {key!r}")
+        region = Region(name, key, _count(offset, f"region '{name}': offset"),
+                        _count(byte_size, f"region '{name}': byte_size", positive=True))
+        with exclusively(self.folder / ".shared-memory.lock"):
+            self._sync()
+            if name in self._regions:
+                raise InvalidSharedMemory(f"shared memory region '{name}' is already registered (key "
+                                          f"{self._regions[name].key!r}): unregister it first")
+            self._map(region)  # refused here, nothing recorded, if the object cannot hold it
+            self._regions[name] = region
+            self._write()
+        return region
+
+    def unregister(self, name: str | None = None) -> None:
+        """One region, or every region (``None``); a name not registered is not an error (as Triton)."""
+        with exclusively(self.folder / ".shared-memory.lock"):
+            self._sync()
+            if name is None:
+                self._regions = {}
+            elif self._regions.pop(name, None) is None:
+                return
+            self._write()
+
+    def status(self, name: str | None = None) -> list[Region]:
+        self._sync()
+        if name is None:
+            return sorted(self._regions.values(), key=lambda r: r.name)
+        if name not in self._regions:
+            raise InvalidSharedMemory(f"no system shared memory region '{name}' is registered")
+        return [self._regions[name]]
+
+    def view(self, name: Any, offset: Any, byte_size: Any, what: str) -> memoryview:
+        """``byte_size`` bytes at ``offset`` within region ``name``, readable and writable (no copy)."""
+        if not isinstance(name, str):
+            raise InvalidSharedMemory(f"{what}: shared_memory_region must be a string, received {name!r}")
+        offset = _count(offset, f"{what}: shared_memory_offset")
+        byte_size = _count(byte_size, f"{what}: shared_memory_byte_size")
+        self._sync()
+        region = self._regions.get(name)
+        if region is None:
+            raise InvalidSharedMemory(f"{what}: no system shared memory region '{name}' is registered "
+                                      f"(registered: {sorted(self._regions) or 'none'})")
+        if offset + byte_size > region.byte_size:
+            raise InvalidSharedMemory(f"{what}: {byte_size} bytes at offset {offset} run past shared memory region "
+                                      f"'{name}', which holds {region.byte_size} bytes")
+        mapped = self._mapped.get(name) or self._map(region)
+        size = os.fstat(mapped.file.fileno()).st_size
+        if size < region.offset + region.byte_size:
+            raise InvalidSharedMemory(f"{what}: shared memory region '{name}' needs {region.offset + region.byte_size}"
+                                      f" bytes of {region.key!r}, which now holds {size}")
+        start = region.offset + offset
+        return memoryview(mapped.memory)[start:start + byte_size]
+
+    def _map(self, region: Region) -> _Mapped:
+        path = self._path(region.key)
+        end = region.offset + region.byte_size
+        try:
+            file = path.open("r+b")
+        except FileNotFoundError:
+            raise InvalidSharedMemory(f"shared memory region '{region.name}': no shared memory object "
+                                      f"{region.key!r} on this host (no {path})") from None
+        except OSError as error:
+            raise InvalidSharedMemory(f"shared memory region '{region.name}': cannot open {region.key!r} for reading "
+                                      f"and writing: {error.strerror}") from None
+        try:
+            size = os.fstat(file.fileno()).st_size
+            if size < end:
+                raise InvalidSharedMemory(f"shared memory region '{region.name}': offset {region.offset} + byte_size "
+                                          f"{region.byte_size} = {end} bytes, but {region.key!r} holds {size}")
+            memory = mmap.mmap(file.fileno(), end)
+        except BaseException:
+            file.close()
+            raise
+        mapped = self._mapped[region.name] = _Mapped(region, memory, file)
+        return mapped
+
+    def close(self) -> None:
+        for name in list(self._mapped):
+            self._forget(name)
