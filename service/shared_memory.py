@@ -21,6 +21,7 @@ import ipaddress
 import json
 import mmap
 import os
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,17 @@ def same_host(client: str | None) -> bool:
         return ipaddress.ip_address(client.split("%")[0]).is_loopback
     except ValueError:
         return False
+
+
+def grpc_peer_host(peer: str) -> str | None:
+    """The address in a gRPC peer string ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000", "ipv6:%5B::1%5D:5000");
+    None for a Unix socket or no address."""
+    peer = urllib.parse.unquote(peer)
+    for scheme in ("ipv4:", "ipv6:"):
+        if peer.startswith(scheme):
+            host = peer[len(scheme):].rsplit(":", 1)[0]
+            return host.strip("[]")
+    return None
 
 
 def _count(value: Any, what: str, positive: bool = False) -> int:

@@ -23,7 +23,7 @@ from google.protobuf import json_format
 
 from service import repository_admin
 from service.dataplane import DataPlane, parse_version
-from service.errors import MalformedRequest, NNServeError, NotReady
+from service.errors import Forbidden, InvalidSharedMemory, MalformedRequest, NNServeError, NotReady
 from service.hosting.access_log import AccessLogWriter, RequestIds
 from service.hosting.body_budget import BodyBudget
 from service.model_views import model_metadata, server_metadata, triton_config
@@ -31,6 +31,7 @@ from service.protocols.grpc_handlers import Malformed
 from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
 from service.protocols.oip_grpc_codec import decode_infer, encode_infer
 from service.registry import ServedModel
+from service.shared_memory import SharedMemoryRegions, grpc_peer_host, same_host
 
 STATUS: dict[str, grpc.StatusCode] = {  # error code -> gRPC status; a 4xx code not listed is INVALID_ARGUMENT
     "model_not_found": grpc.StatusCode.NOT_FOUND,
@@ -153,7 +154,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         return oip_pb2.ModelReadyResponse(ready=self.plane.accepting)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
-        return oip_pb2.ServerMetadataResponse(**server_metadata(shared_memory=False))
+        return oip_pb2.ServerMetadataResponse(**server_metadata(self.plane.shared_memory is not None))
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         async def handle(call: CallRecord) -> Any:
@@ -201,11 +202,11 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             try:
                 accounting.decode_started()
                 remaining = context.time_remaining() if context is not None else None
-                decoded = decode_infer(request, remaining)
+                decoded = decode_infer(request, remaining, self.plane.shared_memory)
                 if context is not None:
                     decoded.request.company = self.peers.others(context.peer())
                 response = await self.plane.infer(accounting, decoded.request)
-                return encode_infer(response, decoded.typed)
+                return encode_infer(response, decoded)
             finally:
                 self.budget.give(size)
 
@@ -289,6 +290,55 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             return oip_pb2.RepositoryModelUnloadResponse()
 
         return await self._answer("RepositoryModelUnload", context, handle)
+
+
+    # -- Triton's shared memory extensions -------------------------------------------------------------------------
+    def _regions(self, call: CallRecord, what: str, changes: bool) -> SharedMemoryRegions:
+        if changes and not same_host(grpc_peer_host(call.context.peer())):
+            raise Forbidden(f"{what}: system shared memory is for clients on this host; refused for "
+                            f"{call.context.peer()}")
+        if self.plane.shared_memory is None:
+            raise InvalidSharedMemory("system shared memory is turned off on this server (--no-shared-memory)")
+        return self.plane.shared_memory
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        async def handle(call: CallRecord) -> Any:
+            regions = self._regions(call, "status", changes=False).status(request.name or None)
+            message = oip_pb2.SystemSharedMemoryStatusResponse()
+            for r in regions:
+                message.regions[r.name].CopyFrom(oip_pb2.SystemSharedMemoryStatusResponse.RegionStatus(
+                    name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size))
+            return message
+
+        return await self._answer("SystemSharedMemoryStatus", context, handle)
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        async def handle(call: CallRecord) -> Any:
+            regions = self._regions(call, f"register '{request.name}'", changes=True)
+            regions.register(request.name, request.key, request.offset, request.byte_size)
+            return oip_pb2.SystemSharedMemoryRegisterResponse()
+
+        return await self._answer("SystemSharedMemoryRegister", context, handle)
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        async def handle(call: CallRecord) -> Any:
+            self._regions(call, "unregister", changes=True).unregister(request.name or None)
+            return oip_pb2.SystemSharedMemoryUnregisterResponse()
+
+        return await self._answer("SystemSharedMemoryUnregister", context, handle)
+
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        return oip_pb2.CudaSharedMemoryStatusResponse()
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        async def handle(call: CallRecord) -> Any:
+            raise InvalidSharedMemory(f"register '{request.name}': CUDA shared memory is not supported by this "
+                                      f"server; register system shared memory instead")
+
+        return await self._answer("CudaSharedMemoryRegister", context, handle)
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        return oip_pb2.CudaSharedMemoryUnregisterResponse()
 
 
 def load_versions(parameters: Any) -> list[int] | None:

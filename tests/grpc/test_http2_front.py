@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
+import tritonclient.utils.shared_memory as shm
 
 from service.hosting.grpc_calls import INFLATED_ON_THE_LOOP
 from service.hosting.http2.connection import (
@@ -191,6 +192,15 @@ def test_grpcios_server_serves_the_same_methods(grpc_repository: Path) -> None:
         assert client.infer("mlp", [tensor]).as_numpy("probabilities").shape == (2, 10)
         with pytest.raises(Exception, match="nope"):
             client.infer("nope", [tensor])
+        region = shm.create_shared_memory_region("nnserve-grpcio", "/nnserve-grpcio", image.nbytes)
+        try:  # grpcio's peer strings name this host too: the region registers, and serves
+            shm.set_shared_memory_region(region, [image])
+            client.register_system_shared_memory("nnserve-grpcio", "/nnserve-grpcio", image.nbytes)
+            tensor.set_shared_memory("nnserve-grpcio", image.nbytes)
+            assert client.infer("mlp", [tensor]).as_numpy("probabilities").shape == (2, 10)
+            client.unregister_system_shared_memory()
+        finally:
+            shm.destroy_shared_memory_region(region)
         client.close()
         assert "grpcio server" in log.read_text()
 
