@@ -1,30 +1,30 @@
 """Triton's system shared memory extension: a client on this host puts a tensor in a POSIX shared memory object
 (``/dev/shm/<key>``), registers a named region of it, and an inference request names the region instead of
 carrying the bytes. The body shrinks from the tensor's size to a few hundred bytes of JSON, and the server reads
-the input from the mapping without copying it off a socket; outputs asked for in a region are written there.
+the input with one ``pread`` instead of off a socket; outputs asked for in a region are written there (``pwrite``).
 
 Every serving process of one server sees the same regions: they are recorded in ``shared-memory.json`` in the
-server's control folder (``service.model_control``), written atomically under its lock, and each process maps a
-region itself the first time a request names it, re-reading the record whenever the file changed (a ``stat``
-per request that uses shared memory). A region unregistered through one process is gone for all of them before
-that call answers.
+server's control folder (``service.model_control``), written atomically under its lock, and each process opens a
+region's object itself the first time a request names it, re-reading the record whenever the file changed (a
+``stat`` per request that uses shared memory). A region unregistered through one process is gone for all of them
+before that call answers.
 
-Registering maps memory another process owns, so only a client on this host may do it (``same_host``); and each
-use checks the object's current size first, so a region whose object shrank is refused with a 400 instead of a
-crash (a shrink between that check and the read is not caught: as with Triton, the client owns the memory).
+Registering opens memory another process owns, so only a client on this host may do it (``same_host``). The
+object is read and written with ``pread``/``pwrite``, never mapped: a client that shrinks its object under a
+registered region gets a 400 naming both sizes, where a mapping would die of SIGBUS (Triton maps, and does).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
-import mmap
 import os
 import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from service.errors import InvalidSharedMemory
 from service.model_control import exclusively
@@ -42,10 +42,26 @@ class Region:
 
 
 @dataclass
-class _Mapped:
+class _Opened:
     region: Region
-    memory: mmap.mmap
-    file: Any  # kept open: its fstat says whether the object still holds the region
+    file: Any  # never closed while in use: a slot holding it closes it with its last reference, not a reused fd
+
+
+@dataclass
+class SharedSlot:
+    """An output's place in a region: ``byte_size`` bytes at ``position`` of an open object."""
+
+    file: Any
+    position: int
+    byte_size: int
+    what: str
+
+    def write(self, data: bytes | memoryview) -> None:
+        size = len(data)
+        if size > self.byte_size:
+            raise InvalidSharedMemory(f"{self.what}: its {size} bytes do not fit the {self.byte_size} bytes of shared "
+                                      f"memory given for it")
+        os.pwrite(self.file.fileno(), data, self.position)
 
 
 def same_host(client: str | None) -> bool:
@@ -83,7 +99,7 @@ class SharedMemoryRegions:
         self._record = str(folder / RECORD)  # a str: os.stat of it costs a third of pathlib's stat, per request
         self._seen: tuple[int, int, int] | None = None
         self._regions: dict[str, Region] = {}
-        self._mapped: dict[str, _Mapped] = {}
+        self._opened: dict[str, _Opened] = {}
 
     # -- the record every process shares ----------------------------------------------------------------------
     def _sync(self) -> None:
@@ -101,14 +117,8 @@ class SharedMemoryRegions:
             data = {}
         self._regions = {name: Region(**entry) for name, entry in data.items()}
         self._seen = seen
-        for name in [n for n, m in self._mapped.items() if self._regions.get(n) != m.region]:
-            self._forget(name)
-
-    def _forget(self, name: str) -> None:
-        mapped = self._mapped.pop(name)
-        mapped.file.close()
-        with contextlib.suppress(BufferError):  # a request still holds a view: the mapping goes with its last one
-            mapped.memory.close()
+        for name in [n for n, o in self._opened.items() if self._regions.get(n) != o.region]:
+            del self._opened[name]  # its file closes with its last reference (a slot may still hold it)
 
     def _write(self) -> None:
         part = self.folder / f".{RECORD}.{os.getpid()}.part"
@@ -135,7 +145,7 @@ class SharedMemoryRegions:
             if name in self._regions:
                 raise InvalidSharedMemory(f"shared memory region '{name}' is already registered (key "
                                           f"{self._regions[name].key!r}): unregister it first")
-            self._map(region)  # refused here, nothing recorded, if the object cannot hold it
+            self._open(region)  # refused here, nothing recorded, if the object cannot hold it
             self._regions[name] = region
             self._write()
         return region
@@ -158,8 +168,8 @@ class SharedMemoryRegions:
             raise InvalidSharedMemory(f"no system shared memory region '{name}' is registered")
         return [self._regions[name]]
 
-    def view(self, name: Any, offset: Any, byte_size: Any, what: str) -> memoryview:
-        """``byte_size`` bytes at ``offset`` within region ``name``, readable and writable (no copy)."""
+    def _locate(self, name: Any, offset: Any, byte_size: Any, what: str) -> tuple[_Opened, int, int]:
+        """The open object of region ``name``, and where in it ``byte_size`` bytes at ``offset`` lie."""
         if not isinstance(name, str):
             raise InvalidSharedMemory(f"{what}: shared_memory_region must be a string, received {name!r}")
         offset = _count(offset, f"{what}: shared_memory_offset")
@@ -172,37 +182,43 @@ class SharedMemoryRegions:
         if offset + byte_size > region.byte_size:
             raise InvalidSharedMemory(f"{what}: {byte_size} bytes at offset {offset} run past shared memory region "
                                       f"'{name}', which holds {region.byte_size} bytes")
-        mapped = self._mapped.get(name) or self._map(region)
-        size = os.fstat(mapped.file.fileno()).st_size
-        if size < region.offset + region.byte_size:
-            raise InvalidSharedMemory(f"{what}: shared memory region '{name}' needs {region.offset + region.byte_size}"
-                                      f" bytes of {region.key!r}, which now holds {size}")
-        start = region.offset + offset
-        return memoryview(mapped.memory)[start:start + byte_size]
+        return self._opened.get(name) or self._open(region), region.offset + offset, byte_size
 
-    def _map(self, region: Region) -> _Mapped:
+    def read(self, name: Any, offset: Any, byte_size: Any, what: str) -> memoryview:
+        """A copy of ``byte_size`` bytes at ``offset`` within region ``name``. Read with ``pread``, not through a
+        mapping: an object the client shrank gives a short read here (a 400), where a mapping would crash the
+        process (SIGBUS)."""
+        opened, position, size = self._locate(name, offset, byte_size, what)
+        data = np.empty(size, np.uint8).data  # numpy's allocation: aligned, as onnxruntime wants its inputs
+        got = os.preadv(opened.file.fileno(), [data], position) if size else 0
+        if got < size:
+            raise InvalidSharedMemory(f"{what}: shared memory region '{name}' needs {position + size} bytes of "
+                                      f"{opened.region.key!r}, which now holds {position + got}")
+        return data
+
+    def slot(self, name: Any, offset: Any, byte_size: Any, what: str) -> SharedSlot:
+        """Where an output goes: checked now, written once computed (``SharedSlot.write``)."""
+        opened, position, size = self._locate(name, offset, byte_size, what)
+        return SharedSlot(opened.file, position, size, what)
+
+    def _open(self, region: Region) -> _Opened:
         path = self._path(region.key)
         end = region.offset + region.byte_size
         try:
-            file = path.open("r+b")
+            file = path.open("r+b", buffering=0)
         except FileNotFoundError:
             raise InvalidSharedMemory(f"shared memory region '{region.name}': no shared memory object "
                                       f"{region.key!r} on this host (no {path})") from None
         except OSError as error:
             raise InvalidSharedMemory(f"shared memory region '{region.name}': cannot open {region.key!r} for reading "
                                       f"and writing: {error.strerror}") from None
-        try:
-            size = os.fstat(file.fileno()).st_size
-            if size < end:
-                raise InvalidSharedMemory(f"shared memory region '{region.name}': offset {region.offset} + byte_size "
-                                          f"{region.byte_size} = {end} bytes, but {region.key!r} holds {size}")
-            memory = mmap.mmap(file.fileno(), end)
-        except BaseException:
+        size = os.fstat(file.fileno()).st_size
+        if size < end:
             file.close()
-            raise
-        mapped = self._mapped[region.name] = _Mapped(region, memory, file)
-        return mapped
+            raise InvalidSharedMemory(f"shared memory region '{region.name}': offset {region.offset} + byte_size "
+                                      f"{region.byte_size} = {end} bytes, but {region.key!r} holds {size}")
+        opened = self._opened[region.name] = _Opened(region, file)
+        return opened
 
     def close(self) -> None:
-        for name in list(self._mapped):
-            self._forget(name)
+        self._opened.clear()

@@ -23,7 +23,7 @@ from service.datatypes import DTYPES, datatype_of
 from service.errors import InvalidDatatype, InvalidSharedMemory, MalformedRequest
 from service.protocols.http_io import parse_json
 from service.protocols.tensor_data import tensor_bytes, tensor_from_bytes, tensor_from_json
-from service.shared_memory import SharedMemoryRegions
+from service.shared_memory import SharedMemoryRegions, SharedSlot
 
 HEADER = "inference-header-content-length"
 
@@ -33,7 +33,7 @@ class DecodedInfer:
     request: InferRequest
     binary_outputs: set[str]  # outputs asked for as binary data
     all_binary: bool  # parameters.binary_data_output: every output binary
-    shared_outputs: dict[str, memoryview] = field(default_factory=dict)  # outputs to write to shared memory
+    shared_outputs: dict[str, SharedSlot] = field(default_factory=dict)  # outputs to write to shared memory
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]:
@@ -58,14 +58,26 @@ def _shape(value: Any, name: str) -> list[int]:
     return value
 
 
-def shared_view(shared: SharedMemoryRegions | None, params: dict[str, Any], what: str) -> memoryview:
-    """The bytes a tensor's ``shared_memory_*`` parameters name (``params`` holds ``shared_memory_region``)."""
+def _shared_place(shared: SharedMemoryRegions | None, params: dict[str, Any], what: str
+                  ) -> tuple[SharedMemoryRegions, Any, Any, Any]:
     if shared is None:
         raise InvalidSharedMemory(f"{what}: shared memory is turned off on this server (--no-shared-memory)")
     if "shared_memory_byte_size" not in params:
         raise MalformedRequest(f"{what}: shared_memory_region needs shared_memory_byte_size")
-    return shared.view(params["shared_memory_region"], params.get("shared_memory_offset", 0),
-                       params["shared_memory_byte_size"], what)
+    return (shared, params["shared_memory_region"], params.get("shared_memory_offset", 0),
+            params["shared_memory_byte_size"])
+
+
+def shared_input(shared: SharedMemoryRegions | None, params: dict[str, Any], what: str) -> memoryview:
+    """The bytes an input's ``shared_memory_*`` parameters name (``params`` holds ``shared_memory_region``)."""
+    regions, name, offset, size = _shared_place(shared, params, what)
+    return regions.read(name, offset, size, what)
+
+
+def shared_output(shared: SharedMemoryRegions | None, params: dict[str, Any], what: str) -> SharedSlot:
+    """Where a requested output's ``shared_memory_*`` parameters say it goes, checked before anything computes."""
+    regions, name, offset, size = _shared_place(shared, params, what)
+    return regions.slot(name, offset, size, what)
 
 
 def decode_request(body: bytes, header_length: str | None, model: str, version: int | None,
@@ -92,7 +104,7 @@ def decode_request(body: bytes, header_length: str | None, model: str, version: 
         if "shared_memory_region" in params:
             if size is not None:
                 raise MalformedRequest(f"input '{name}': both binary_data_size and shared_memory_region; give one")
-            arrays[name] = tensor_from_bytes(shared_view(shared, params, f"input '{name}'"), datatype, shape, name)
+            arrays[name] = tensor_from_bytes(shared_input(shared, params, f"input '{name}'"), datatype, shape, name)
         elif size is not None:
             if not isinstance(size, int) or size < 0:
                 raise MalformedRequest(f"input '{name}': binary_data_size must be a non-negative integer")
@@ -114,7 +126,7 @@ def decode_request(body: bytes, header_length: str | None, model: str, version: 
 
 
 def _requested_outputs(payload: dict[str, Any], shared: SharedMemoryRegions | None
-                       ) -> tuple[list[str] | None, set[str], bool, dict[str, memoryview]]:
+                       ) -> tuple[list[str] | None, set[str], bool, dict[str, SharedSlot]]:
     params = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
     all_binary = bool(params.get("binary_data_output", False)) if params else False
     requested = payload.get("outputs")
@@ -130,22 +142,16 @@ def _requested_outputs(payload: dict[str, Any], shared: SharedMemoryRegions | No
         chosen.append(name)
         out_params = out.get("parameters") or {}
         if isinstance(out_params, dict) and "shared_memory_region" in out_params:
-            in_shared[name] = shared_view(shared, out_params, f"output '{name}'")
+            in_shared[name] = shared_output(shared, out_params, f"output '{name}'")
         elif isinstance(out_params, dict) and out_params.get("binary_data"):
             binary.add(name)
     return chosen, binary, all_binary, in_shared
 
 
-def write_shared(target: memoryview, array: np.ndarray, name: str) -> dict[str, Any]:
-    """An output written to its shared memory region; what the response says of it instead of its data."""
-    if array.dtype == object:
-        data = np.frombuffer(tensor_bytes(array), dtype=np.uint8)
-    else:
-        data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    if len(data) > len(target):
-        raise InvalidSharedMemory(f"output '{name}': its {len(data)} bytes ({datatype_of(array)} {list(array.shape)})"
-                                  f" do not fit the {len(target)} bytes of shared memory given for it")
-    np.frombuffer(target, dtype=np.uint8, count=len(data))[:] = data
+def write_shared(slot: SharedSlot, array: np.ndarray) -> dict[str, Any]:
+    """An output written to its place in shared memory; what the response says of it instead of its data."""
+    data = tensor_bytes(array) if array.dtype == object else np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
+    slot.write(data)
     return {"shared_memory_byte_size": len(data)}
 
 
@@ -158,7 +164,7 @@ def encode_response(response: InferResponse, decoded: DecodedInfer) -> tuple[byt
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         target = decoded.shared_outputs.get(name)
         if target is not None:
-            entry["parameters"] = write_shared(target, array, name)
+            entry["parameters"] = write_shared(target, array)
         elif decoded.all_binary or name in decoded.binary_outputs:
             data = tensor_bytes(array)
             entry["parameters"] = {"binary_data_size": len(data)}

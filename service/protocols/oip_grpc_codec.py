@@ -23,9 +23,9 @@ from service.dataplane import InferRequest, InferResponse, parse_version
 from service.datatypes import DTYPES, as_bytes_tensor, datatype_of
 from service.errors import InvalidDatatype, InvalidShape, MalformedRequest
 from service.protocols.grpc_proto import oip_pb2
-from service.protocols.oip_codec import shared_view, write_shared
+from service.protocols.oip_codec import shared_input, shared_output, write_shared
 from service.protocols.tensor_data import tensor_bytes, tensor_from_bytes
-from service.shared_memory import SharedMemoryRegions
+from service.shared_memory import SharedMemoryRegions, SharedSlot
 
 CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
             "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
@@ -37,7 +37,7 @@ CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_conte
 class DecodedGrpcInfer:
     request: InferRequest
     typed: bool  # the inputs came as typed contents: answer the same way where every output can
-    shared_outputs: dict[str, memoryview] = field(default_factory=dict)  # outputs to write to shared memory
+    shared_outputs: dict[str, SharedSlot] = field(default_factory=dict)  # outputs to write to shared memory
 
 
 def _parameters(parameters: Any) -> dict[str, Any]:
@@ -69,8 +69,8 @@ def decode_infer(message: Any, timeout_s: float | None, shared: SharedMemoryRegi
         if name in in_shared:
             if has_contents:
                 raise MalformedRequest(f"input '{name}' comes both as typed contents and in shared memory; give one")
-            view = shared_view(shared, in_shared[name], f"input '{name}'")
-            arrays[name] = tensor_from_bytes(view, tensor.datatype, shape, name)
+            data = shared_input(shared, in_shared[name], f"input '{name}'")
+            arrays[name] = tensor_from_bytes(data, tensor.datatype, shape, name)
         elif raw:
             if has_contents:
                 raise MalformedRequest(f"input '{name}' comes both as typed contents and in raw_input_contents; "
@@ -82,7 +82,7 @@ def decode_infer(message: Any, timeout_s: float | None, shared: SharedMemoryRegi
         else:
             arrays[name] = _from_contents(tensor.contents, tensor.datatype, shape, name)
     outputs = [o.name for o in message.outputs] or None
-    shared_outputs = {o.name: shared_view(shared, _parameters(o.parameters), f"output '{o.name}'")
+    shared_outputs = {o.name: shared_output(shared, _parameters(o.parameters), f"output '{o.name}'")
                       for o in message.outputs if "shared_memory_region" in o.parameters}
     request = InferRequest(message.model_name, parse_version(message.model_version), arrays, outputs,
                            message.id or None, timeout_s)
@@ -120,7 +120,7 @@ def encode_infer(response: InferResponse, decoded: DecodedGrpcInfer) -> Any:
         target = decoded.shared_outputs.get(name)
         if target is not None:
             tensor.parameters["shared_memory_byte_size"].int64_param = \
-                write_shared(target, array, name)["shared_memory_byte_size"]
+                write_shared(target, array)["shared_memory_byte_size"]
             if not typed:
                 message.raw_output_contents.append(b"")
         elif typed:

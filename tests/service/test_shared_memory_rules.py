@@ -60,11 +60,19 @@ def test_a_region_is_checked_against_its_object_and_forgotten_everywhere(tmp_pat
     with pytest.raises(InvalidSharedMemory, match="byte_size must be a positive integer"):
         one.register("r", "/obj", 0, 0)
     one.register("r", "/obj", 4, 8)
-    assert bytes(other.view("r", 2, 4, "input 'x'")) == bytes([6, 7, 8, 9])
-    other.view("r", 0, 8, "output 'y'")[:2] = b"\xff\xfe"
+    assert bytes(other.read("r", 2, 4, "input 'x'")) == bytes([6, 7, 8, 9])
+    slot = other.slot("r", 0, 8, "output 'y'")
+    slot.write(b"\xff\xfe")
     assert (tmp_path / "shm" / "obj").read_bytes()[4:6] == b"\xff\xfe"
+    with pytest.raises(InvalidSharedMemory, match="output 'y': its 9 bytes do not fit the 8 bytes"):
+        slot.write(bytes(9))
     with pytest.raises(InvalidSharedMemory, match="8 bytes at offset 4 run past shared memory region 'r'"):
-        other.view("r", 4, 8, "input 'x'")
+        other.read("r", 4, 8, "input 'x'")
+    (tmp_path / "shm" / "obj").write_bytes(bytes(6))  # the client shrinks its object: a 400, never a SIGBUS
+    with pytest.raises(InvalidSharedMemory, match="needs 12 bytes of '/obj', which now holds 6"):
+        other.read("r", 0, 8, "input 'x'")
     one.unregister("r")
     with pytest.raises(InvalidSharedMemory, match="no system shared memory region 'r' is registered"):
-        other.view("r", 0, 4, "input 'x'")
+        other.read("r", 0, 4, "input 'x'")
+    slot.write(b"\x01")  # a slot taken before the region went still writes to its object, not to a reused fd
+    assert (tmp_path / "shm" / "obj").read_bytes()[4:5] == b"\x01"
