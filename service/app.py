@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None) -> NNServeApp:
     plane = DataPlane(settings, metrics, ModelRegistry(settings, metrics))
     access_log = AccessLogWriter() if settings.access_log else None
     trimmer = MemoryTrimmer(settings.memory_trim_interval_s, lambda: plane.calls + plane.ended)
-    budget = BodyBudget(settings.max_body_bytes_in_flight)  # HTTP bodies and gRPC requests alike
+    budget = BodyBudget(settings.max_body_bytes_in_flight)  # HTTP bodies, gRPC requests, shared memory inputs
+    plane.body_budget = budget
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

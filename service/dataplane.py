@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from service.registry import ModelRegistry, ServedModel
 from service.repository_sync import RepositorySync
 from service.settings import Settings
 from service.shared_memory import SharedMemoryRegions
+
+if TYPE_CHECKING:
+    from service.hosting.body_budget import BodyBudget
 
 UNKNOWN = "_unknown"  # the model label of requests for models that are not served (bounded cardinality)
 
@@ -166,6 +169,7 @@ class DataPlane:
         self.registry = registry
         self.repository = RepositorySync(registry, settings)  # the repository on disk and the API's orders
         self.shared_memory = SharedMemoryRegions(self.repository.control.folder) if settings.shared_memory else None
+        self.body_budget: BodyBudget | None = None  # the process's bytes in flight (service.app sets it)
         self.started = False
         self.accepting = False
         self.calls = 0  # begun, every protocol

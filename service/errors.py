@@ -12,6 +12,8 @@
     ├── Forbidden                403  forbidden               shared memory registered from another host
     ├── ModelNotFound            404  model_not_found
     ├── VersionNotFound          404  version_not_found
+    ├── SharedMemoryNotFound     404  shared_memory_not_found  a shared memory region not registered
+    ├── AlreadyExists            409  already_exists          a shared memory region registered twice
     ├── SampleNotFound           404  sample_not_found        a sample file a version does not publish
     ├── PayloadTooLarge          413  payload_too_large       body over the limit
     ├── UnsupportedMediaType     415  unsupported_media_type
@@ -82,6 +84,14 @@ class ModelNotFound(NNServeError):
 
 class VersionNotFound(NNServeError):
     status, code = 404, "version_not_found"
+
+
+class SharedMemoryNotFound(NNServeError):
+    status, code = 404, "shared_memory_not_found"
+
+
+class AlreadyExists(NNServeError):
+    status, code = 409, "already_exists"
 
 
 class SampleNotFound(NNServeError):

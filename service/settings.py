@@ -100,8 +100,8 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     log_level: str = "info"
     access_log: bool = True
-    shared_memory: bool = Field(True, description="Triton's system shared memory extension for clients on this "
-                                "host (service.shared_memory); false: every region refused")
+    shared_memory: bool = Field(False, description="Triton's system shared memory extension, for clients on this "
+                                "host (service.shared_memory); off: every region refused")
     drain_timeout_s: float = 30.0
 
     @model_validator(mode="after")

@@ -1,17 +1,25 @@
 """Triton's system shared memory extension: a client on this host puts a tensor in a POSIX shared memory object
 (``/dev/shm/<key>``), registers a named region of it, and an inference request names the region instead of
 carrying the bytes. The body shrinks from the tensor's size to a few hundred bytes of JSON, and the server reads
-the input with one ``pread`` instead of off a socket; outputs asked for in a region are written there (``pwrite``).
+the input with ``pread`` instead of off a socket; outputs asked for in a region are written there (``pwrite``).
 
 Every serving process of one server sees the same regions: they are recorded in ``shared-memory.json`` in the
-server's control folder (``service.model_control``), written atomically under its lock, and each process opens a
-region's object itself the first time a request names it, re-reading the record whenever the file changed (a
-``stat`` per request that uses shared memory). A region unregistered through one process is gone for all of them
-before that call answers.
+server's control folder (``service.model_control``), written atomically under its lock. A process re-reads the
+record whenever its inode changes (a ``stat`` per request that uses shared memory; the process keeps the record it
+read open, so no later record can take its inode number), so a region unregistered through one process is gone
+for all of them before that call answers.
 
-Registering opens memory another process owns, so only a client on this host may do it (``same_host``). The
-object is read and written with ``pread``/``pwrite``, never mapped: a client that shrinks its object under a
-registered region gets a 400 naming both sizes, where a mapping would die of SIGBUS (Triton maps, and does).
+Each use opens the object by name (``O_NOFOLLOW``: never through a symbolic link), checks that it is a regular
+file, the very object registered (device and inode: one destroyed and made again under the same key must be
+registered again) and still large enough, then reads or writes and closes it. Nothing is mapped: a client that
+shrinks its object gets a 400 naming both sizes, where a mapping would die of SIGBUS (Triton maps); and no
+process holds an object open once its request is answered, so a region unregistered and unlinked frees its memory.
+
+The extension is off unless the server is started with ``--shared-memory``, and then only clients on this host
+(loopback, a Unix socket) may use it: a proxy on the same host that forwards remote clients without
+``X-Forwarded-For`` would make them look local, so turn it on only where the port is not reachable that way.
+Inputs read from shared memory count against ``--max-body-bytes`` (per request) and the bytes in flight
+(``--max-body-bytes-in-flight``) as a body would.
 """
 
 from __future__ import annotations
@@ -19,18 +27,24 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import stat
 import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.errors import InvalidSharedMemory
+from service.errors import AlreadyExists, Forbidden, InvalidSharedMemory, PayloadTooLarge, SharedMemoryNotFound
 from service.model_control import exclusively
+
+if TYPE_CHECKING:
+    from service.hosting.body_budget import BodyBudget
 
 SHM_ROOT = Path("/dev/shm")
 RECORD = "shared-memory.json"
+MAX_REGIONS = 1024
+CHUNK = 1 << 30  # Linux moves at most ~2 GiB per read or write call
 
 
 @dataclass(frozen=True)
@@ -39,39 +53,23 @@ class Region:
     key: str
     offset: int
     byte_size: int
+    device: int = 0  # the object registered: a new object under the same key is another one
+    inode: int = 0
 
-
-@dataclass
-class _Opened:
-    region: Region
-    file: Any  # never closed while in use: a slot holding it closes it with its last reference, not a reused fd
-
-
-@dataclass
-class SharedSlot:
-    """An output's place in a region: ``byte_size`` bytes at ``position`` of an open object."""
-
-    file: Any
-    position: int
-    byte_size: int
-    what: str
-
-    def write(self, data: bytes | memoryview) -> None:
-        size = len(data)
-        if size > self.byte_size:
-            raise InvalidSharedMemory(f"{self.what}: its {size} bytes do not fit the {self.byte_size} bytes of shared "
-                                      f"memory given for it")
-        os.pwrite(self.file.fileno(), data, self.position)
+    def shown(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.key, "offset": self.offset, "byte_size": self.byte_size}
 
 
 def same_host(client: str | None) -> bool:
-    """Whether a peer address is this host's (loopback, or a Unix socket: no address)."""
+    """Whether a peer address is this host's: loopback (IPv4, IPv6, IPv4-mapped), or a Unix socket (no address)."""
     if not client:
         return True
     try:
-        return ipaddress.ip_address(client.split("%")[0]).is_loopback
+        address = ipaddress.ip_address(client.split("%")[0])
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
 
 
 def grpc_peer_host(peer: str) -> str | None:
@@ -97,37 +95,46 @@ class SharedMemoryRegions:
         self.folder = folder
         self.root = root
         self._record = str(folder / RECORD)  # a str: os.stat of it costs a third of pathlib's stat, per request
-        self._seen: tuple[int, int, int] | None = None
+        self._held: int | None = None  # the record last read, kept open: its inode number stays its own
+        self._held_inode = -1
         self._regions: dict[str, Region] = {}
-        self._opened: dict[str, _Opened] = {}
 
     # -- the record every process shares ----------------------------------------------------------------------
     def _sync(self) -> None:
-        """Re-read the record if it changed; forget the mappings of regions it no longer holds as they were."""
+        """Re-read the record if another has replaced the one last read."""
         try:
-            stat = os.stat(self._record)
-            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            inode = os.stat(self._record).st_ino
         except FileNotFoundError:
-            seen = (0, 0, 0)
-        if seen == self._seen:
+            inode = 0
+        if inode == self._held_inode:
             return
-        try:
-            data = json.loads((self.folder / RECORD).read_text())
-        except FileNotFoundError:
-            data = {}
+        data: dict[str, Any] = {}
+        held, held_inode = None, 0
+        if inode:
+            try:
+                held = os.open(self._record, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:  # replaced again meanwhile: the next call reads the newest
+                return
+            held_inode = os.fstat(held).st_ino
+            with os.fdopen(os.dup(held), "rb") as file:
+                data = json.loads(file.read() or b"{}")
+        if self._held is not None:
+            os.close(self._held)
+        self._held, self._held_inode = held, held_inode
         self._regions = {name: Region(**entry) for name, entry in data.items()}
-        self._seen = seen
-        for name in [n for n, o in self._opened.items() if self._regions.get(n) != o.region]:
-            del self._opened[name]  # its file closes with its last reference (a slot may still hold it)
 
     def _write(self) -> None:
         part = self.folder / f".{RECORD}.{os.getpid()}.part"
         part.write_text(json.dumps({name: asdict(region) for name, region in self._regions.items()}))
         os.replace(part, self.folder / RECORD)
-        self._seen = None
         self._sync()
 
-    # -- the API -------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._held is not None:
+            os.close(self._held)
+            self._held, self._held_inode = None, -1
+
+    # -- registration --------------------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
         name = key[1:] if key.startswith("/") else key
         if not name or "/" in name or name in (".", "..") or "\0" in name:
@@ -143,9 +150,14 @@ class SharedMemoryRegions:
         with exclusively(self.folder / ".shared-memory.lock"):
             self._sync()
             if name in self._regions:
-                raise InvalidSharedMemory(f"shared memory region '{name}' is already registered (key "
-                                          f"{self._regions[name].key!r}): unregister it first")
-            self._open(region)  # refused here, nothing recorded, if the object cannot hold it
+                raise AlreadyExists(f"shared memory region '{name}' is already registered (key "
+                                    f"{self._regions[name].key!r}): unregister it first")
+            if len(self._regions) >= MAX_REGIONS:
+                raise InvalidSharedMemory(f"{len(self._regions)} shared memory regions are registered, the most this "
+                                          f"server takes: unregister some first")
+            fd, info = self._open(region, f"shared memory region '{name}'")  # refused here, nothing recorded
+            os.close(fd)
+            region = Region(region.name, key, region.offset, region.byte_size, info.st_dev, info.st_ino)
             self._regions[name] = region
             self._write()
         return region
@@ -155,6 +167,8 @@ class SharedMemoryRegions:
         with exclusively(self.folder / ".shared-memory.lock"):
             self._sync()
             if name is None:
+                if not self._regions:
+                    return
                 self._regions = {}
             elif self._regions.pop(name, None) is None:
                 return
@@ -165,11 +179,12 @@ class SharedMemoryRegions:
         if name is None:
             return sorted(self._regions.values(), key=lambda r: r.name)
         if name not in self._regions:
-            raise InvalidSharedMemory(f"no system shared memory region '{name}' is registered")
+            raise SharedMemoryNotFound(f"no system shared memory region '{name}' is registered")
         return [self._regions[name]]
 
-    def _locate(self, name: Any, offset: Any, byte_size: Any, what: str) -> tuple[_Opened, int, int]:
-        """The open object of region ``name``, and where in it ``byte_size`` bytes at ``offset`` lie."""
+    # -- use -------------------------------------------------------------------------------------------------------
+    def place(self, name: Any, offset: Any, byte_size: Any, what: str) -> Place:
+        """Where ``byte_size`` bytes at ``offset`` within region ``name`` lie, checked against the region."""
         if not isinstance(name, str):
             raise InvalidSharedMemory(f"{what}: shared_memory_region must be a string, received {name!r}")
         offset = _count(offset, f"{what}: shared_memory_offset")
@@ -177,48 +192,117 @@ class SharedMemoryRegions:
         self._sync()
         region = self._regions.get(name)
         if region is None:
-            raise InvalidSharedMemory(f"{what}: no system shared memory region '{name}' is registered "
-                                      f"(registered: {sorted(self._regions) or 'none'})")
+            raise SharedMemoryNotFound(f"{what}: no system shared memory region '{name}' is registered "
+                                       f"(registered: {sorted(self._regions) or 'none'})")
         if offset + byte_size > region.byte_size:
             raise InvalidSharedMemory(f"{what}: {byte_size} bytes at offset {offset} run past shared memory region "
                                       f"'{name}', which holds {region.byte_size} bytes")
-        return self._opened.get(name) or self._open(region), region.offset + offset, byte_size
+        return Place(self, region, region.offset + offset, byte_size, what)
 
-    def read(self, name: Any, offset: Any, byte_size: Any, what: str) -> memoryview:
-        """A copy of ``byte_size`` bytes at ``offset`` within region ``name``. Read with ``pread``, not through a
-        mapping: an object the client shrank gives a short read here (a 400), where a mapping would crash the
-        process (SIGBUS)."""
-        opened, position, size = self._locate(name, offset, byte_size, what)
-        data = np.empty(size, np.uint8).data  # numpy's allocation: aligned, as onnxruntime wants its inputs
-        got = os.preadv(opened.file.fileno(), [data], position) if size else 0
-        if got < size:
-            raise InvalidSharedMemory(f"{what}: shared memory region '{name}' needs {position + size} bytes of "
-                                      f"{opened.region.key!r}, which now holds {position + got}")
+    def _open(self, region: Region, what: str) -> tuple[int, os.stat_result]:
+        """The region's object, open for reading and writing, after every check; the caller closes it."""
+        path = self._path(region.key)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise InvalidSharedMemory(f"{what}: no shared memory object {region.key!r} on this host (no {path})"
+                                      ) from None
+        except OSError as error:  # ELOOP: a symbolic link; EACCES: not ours to write
+            raise InvalidSharedMemory(f"{what}: cannot open {region.key!r} for reading and writing: "
+                                      f"{error.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            end = region.offset + region.byte_size
+            if not stat.S_ISREG(info.st_mode):
+                raise InvalidSharedMemory(f"{what}: {region.key!r} is not a shared memory object")
+            if region.inode and (info.st_dev, info.st_ino) != (region.device, region.inode):
+                raise InvalidSharedMemory(f"{what}: {region.key!r} is not the object registered as region "
+                                          f"'{region.name}' (made again since?): register the region again")
+            if info.st_size < end:
+                raise InvalidSharedMemory(f"{what}: region '{region.name}' needs {end} bytes of {region.key!r} "
+                                          f"(offset {region.offset} + byte_size {region.byte_size}), which "
+                                          f"holds {info.st_size}")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, info
+
+
+@dataclass
+class Place:
+    """``byte_size`` bytes at ``position`` of a registered region's object."""
+
+    regions: SharedMemoryRegions
+    region: Region
+    position: int
+    byte_size: int
+    what: str
+
+    def read(self) -> memoryview:
+        """A copy of the bytes (aligned, as onnxruntime wants its inputs)."""
+        data = np.empty(self.byte_size, np.uint8).data
+        fd, _ = self.regions._open(self.region, self.what)
+        try:
+            done = 0
+            while done < self.byte_size:
+                got = os.preadv(fd, [data[done:done + CHUNK]], self.position + done)
+                if got == 0:
+                    raise InvalidSharedMemory(f"{self.what}: {self.region.key!r} ended while it was read")
+                done += got
+        except OSError as error:
+            raise InvalidSharedMemory(f"{self.what}: reading {self.region.key!r}: {error.strerror}") from None
+        finally:
+            os.close(fd)
         return data
 
-    def slot(self, name: Any, offset: Any, byte_size: Any, what: str) -> SharedSlot:
-        """Where an output goes: checked now, written once computed (``SharedSlot.write``)."""
-        opened, position, size = self._locate(name, offset, byte_size, what)
-        return SharedSlot(opened.file, position, size, what)
-
-    def _open(self, region: Region) -> _Opened:
-        path = self._path(region.key)
-        end = region.offset + region.byte_size
+    def write(self, data: bytes | memoryview) -> None:
+        size = len(data)
+        if size > self.byte_size:
+            raise InvalidSharedMemory(f"{self.what}: its {size} bytes do not fit the {self.byte_size} bytes of shared "
+                                      f"memory given for it")
+        view = memoryview(data)
+        fd, _ = self.regions._open(self.region, self.what)  # still there, the same, and large enough
         try:
-            file = path.open("r+b", buffering=0)
-        except FileNotFoundError:
-            raise InvalidSharedMemory(f"shared memory region '{region.name}': no shared memory object "
-                                      f"{region.key!r} on this host (no {path})") from None
+            done = 0
+            while done < size:
+                done += os.pwrite(fd, view[done:done + CHUNK], self.position + done)
         except OSError as error:
-            raise InvalidSharedMemory(f"shared memory region '{region.name}': cannot open {region.key!r} for reading "
-                                      f"and writing: {error.strerror}") from None
-        size = os.fstat(file.fileno()).st_size
-        if size < end:
-            file.close()
-            raise InvalidSharedMemory(f"shared memory region '{region.name}': offset {region.offset} + byte_size "
-                                      f"{region.byte_size} = {end} bytes, but {region.key!r} holds {size}")
-        opened = self._opened[region.name] = _Opened(region, file)
-        return opened
+            raise InvalidSharedMemory(f"{self.what}: writing {self.region.key!r}: {error.strerror}") from None
+        finally:
+            os.close(fd)
 
-    def close(self) -> None:
-        self._opened.clear()
+
+class SharedAccess:
+    """One request's access to shared memory: whether it may (the extension on, its client on this host), and the
+    input bytes it has read, counted as a body's (``--max-body-bytes`` in all, each reserved from the process's
+    bytes in flight until ``release``)."""
+
+    def __init__(self, regions: SharedMemoryRegions | None, client: str | None, limit: int,
+                 budget: BodyBudget | None) -> None:
+        self._regions = regions
+        self.client = client
+        self.limit = limit
+        self.budget = budget
+        self.taken = 0
+
+    def regions(self, what: str) -> SharedMemoryRegions:
+        if self._regions is None:
+            raise InvalidSharedMemory(f"{what}: system shared memory is off on this server (start it with "
+                                      f"--shared-memory)")
+        if not same_host(self.client):
+            raise Forbidden(f"{what}: system shared memory is for clients on this host; refused for {self.client}")
+        return self._regions
+
+    def read(self, place: Place) -> memoryview:
+        if self.taken + place.byte_size > self.limit:
+            raise PayloadTooLarge(f"{place.what}: {self.taken + place.byte_size} bytes of inputs in shared memory; "
+                                  f"the limit is {self.limit} per request (--max-body-bytes)")
+        if self.budget is not None and not self.budget.take(place.byte_size):
+            raise self.budget.refusal(place.byte_size)
+        self.taken += place.byte_size
+        return place.read()
+
+    def release(self) -> None:
+        if self.budget is not None and self.taken:
+            self.budget.give(self.taken)
+        self.taken = 0

@@ -49,12 +49,16 @@ class Server:
 
 
 @contextmanager
-def started_server(repository: Path, extra: str, cwd: Path | None = None) -> Iterator[Server]:
+def started_server(repository: Path, extra: str, cwd: Path | None = None, shared_memory: bool = False
+                   ) -> Iterator[Server]:
+    """A server started with ``extra`` flags; with ``shared_memory``, its extension on (by its variable: a
+    baseline checkout without it ignores the variable, and its v2-shm rows fail)."""
     args = shlex.split(extra)
     grpc_port = free_port()
     if "--grpc-port" not in extra:
         args += ["--grpc-port", str(grpc_port)]
-    with serve_subprocess(repository, args, timeout=120, cwd=cwd) as (url, process, _):
+    env = {"NNSERVE_SHARED_MEMORY": "true"} if shared_memory else None
+    with serve_subprocess(repository, args, timeout=120, cwd=cwd, env=env) as (url, process, _):
         yield Server(url, process.pid, f"127.0.0.1:{grpc_port}")
 
 
@@ -235,6 +239,7 @@ def bench(args: argparse.Namespace) -> int:
     if args.beside:
         parse_beside(args.beside)  # a malformed one is refused before anything is measured
     models = [m for m in args.models.split(",") if m]
+    shared = "v2-shm" in args.protocols.split(",")
     loaded = {name: newest(args.repository, name) for name in models}
     raw_before = measure_raw(loaded, args, "")
 
@@ -243,7 +248,7 @@ def bench(args: argparse.Namespace) -> int:
     soak = ""
     if args.baseline or args.versus_args:
         def side(which: Side) -> list[Row]:
-            with started_server(which.repository, which.server_args, which.cwd) as server:
+            with started_server(which.repository, which.server_args, which.cwd, shared) as server:
                 return run_matrix(server, args, models)
 
         text = compare(args, side)
@@ -258,7 +263,7 @@ def bench(args: argparse.Namespace) -> int:
         raw_after = measure_raw(loaded, args, AFTER)
     else:
         print(f"batched server ({args.server_args or 'defaults'}):", flush=True)
-        with started_server(args.repository, args.server_args) as server:
+        with started_server(args.repository, args.server_args, shared_memory=shared) as server:
             rows = []
             for round_ in range(1, (args.rounds or 1) + 1):
                 if (args.rounds or 1) > 1:
@@ -272,7 +277,8 @@ def bench(args: argparse.Namespace) -> int:
             raw_after = measure_raw(loaded, args, AFTER)
         if args.unbatched:
             print("unbatched server (--max-batch-size 1):", flush=True)
-            with started_server(args.repository, args.server_args + " --max-batch-size 1") as server:
+            with started_server(args.repository, args.server_args + " --max-batch-size 1", shared_memory=shared
+                                ) as server:
                 unbatched = {(r.model, r.protocol, r.concurrency): r
                              for r in run_matrix(server, argparse.Namespace(**{**vars(args), "beside": None}),
                                                  models)}

@@ -1,8 +1,9 @@
 """The ``v2-shm`` protocol of the benchmark: the same tensors as ``v2-binary``, but in a system shared memory
 region the bench registers with the server (``service.shared_memory``), so each body is a few hundred bytes of
-JSON naming where its inputs are and where its outputs go. One slot of outputs per body: the load generator
-cycles through 64 bodies, and never has that many requests in flight for one slot to be written twice at once
-at the concurrencies it runs. ``BYTES`` outputs, whose size is not known before, come back in the body."""
+JSON naming where its inputs are and where its outputs go. One slot of outputs per body (at most 64 bodies, one
+per sample): with fewer bodies than connections two requests in flight can share a slot, which only means its
+bytes are written twice (nobody reads them). ``BYTES`` outputs, whose size is not known before, come back in the
+body. The server must take shared memory (``--shared-memory``: the bench turns it on for the servers it starts)."""
 
 from __future__ import annotations
 

@@ -70,8 +70,8 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=None, metavar="NAME[:VERSION]",
                         help="serve only this model (repeatable); NAME:V pins a version")
     parser.add_argument("--no-access-log", action="store_true", help="no JSON line per request")
-    parser.add_argument("--no-shared-memory", action="store_true",
-                        help="refuse Triton's system shared memory extension (default: on, for clients on this host)")
+    parser.add_argument("--shared-memory", action="store_true",
+                        help="take Triton's system shared memory extension from clients on this host (default: off)")
     parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)  # --workers' children
 
 
@@ -94,8 +94,8 @@ def apply_flags(args: argparse.Namespace) -> None:
             os.environ["NNSERVE_MODEL_VERSIONS"] = json.dumps(pins)
     if args.no_access_log:
         os.environ["NNSERVE_ACCESS_LOG"] = "false"
-    if args.no_shared_memory:
-        os.environ["NNSERVE_SHARED_MEMORY"] = "false"
+    if args.shared_memory:
+        os.environ["NNSERVE_SHARED_MEMORY"] = "true"
 
 
 def prepare_multiprocess_metrics() -> None:

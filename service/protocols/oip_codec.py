@@ -23,7 +23,7 @@ from service.datatypes import DTYPES, datatype_of
 from service.errors import InvalidDatatype, InvalidSharedMemory, MalformedRequest
 from service.protocols.http_io import parse_json
 from service.protocols.tensor_data import tensor_bytes, tensor_from_bytes, tensor_from_json
-from service.shared_memory import SharedMemoryRegions, SharedSlot
+from service.shared_memory import Place, SharedAccess
 
 HEADER = "inference-header-content-length"
 
@@ -33,7 +33,7 @@ class DecodedInfer:
     request: InferRequest
     binary_outputs: set[str]  # outputs asked for as binary data
     all_binary: bool  # parameters.binary_data_output: every output binary
-    shared_outputs: dict[str, SharedSlot] = field(default_factory=dict)  # outputs to write to shared memory
+    shared_outputs: dict[str, Place] = field(default_factory=dict)  # outputs to write to shared memory
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]:
@@ -58,30 +58,30 @@ def _shape(value: Any, name: str) -> list[int]:
     return value
 
 
-def _shared_place(shared: SharedMemoryRegions | None, params: dict[str, Any], what: str
-                  ) -> tuple[SharedMemoryRegions, Any, Any, Any]:
-    if shared is None:
-        raise InvalidSharedMemory(f"{what}: shared memory is turned off on this server (--no-shared-memory)")
+def _shared_place(access: SharedAccess | None, params: dict[str, Any], what: str) -> Place:
+    if access is None:
+        raise InvalidSharedMemory(f"{what}: system shared memory is not taken here")
+    regions = access.regions(what)
     if "shared_memory_byte_size" not in params:
         raise MalformedRequest(f"{what}: shared_memory_region needs shared_memory_byte_size")
-    return (shared, params["shared_memory_region"], params.get("shared_memory_offset", 0),
-            params["shared_memory_byte_size"])
+    return regions.place(params["shared_memory_region"], params.get("shared_memory_offset", 0),
+                         params["shared_memory_byte_size"], what)
 
 
-def shared_input(shared: SharedMemoryRegions | None, params: dict[str, Any], what: str) -> memoryview:
+def shared_input(access: SharedAccess | None, params: dict[str, Any], what: str) -> memoryview:
     """The bytes an input's ``shared_memory_*`` parameters name (``params`` holds ``shared_memory_region``)."""
-    regions, name, offset, size = _shared_place(shared, params, what)
-    return regions.read(name, offset, size, what)
+    place = _shared_place(access, params, what)
+    assert access is not None
+    return access.read(place)
 
 
-def shared_output(shared: SharedMemoryRegions | None, params: dict[str, Any], what: str) -> SharedSlot:
+def shared_output(access: SharedAccess | None, params: dict[str, Any], what: str) -> Place:
     """Where a requested output's ``shared_memory_*`` parameters say it goes, checked before anything computes."""
-    regions, name, offset, size = _shared_place(shared, params, what)
-    return regions.slot(name, offset, size, what)
+    return _shared_place(access, params, what)
 
 
 def decode_request(body: bytes, header_length: str | None, model: str, version: int | None,
-                   shared: SharedMemoryRegions | None = None) -> DecodedInfer:
+                   shared: SharedAccess | None = None) -> DecodedInfer:
     payload, binary = split_body(body, header_length)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise MalformedRequest("inference request: expected a JSON object with an \"inputs\" list")
@@ -102,9 +102,11 @@ def decode_request(body: bytes, header_length: str | None, model: str, version: 
             raise MalformedRequest(f"input '{name}': \"parameters\" must be an object")
         size = params.get("binary_data_size")
         if "shared_memory_region" in params:
-            if size is not None:
-                raise MalformedRequest(f"input '{name}': both binary_data_size and shared_memory_region; give one")
-            arrays[name] = tensor_from_bytes(shared_input(shared, params, f"input '{name}'"), datatype, shape, name)
+            if size is not None or "data" in raw:
+                raise MalformedRequest(f"input '{name}': shared_memory_region and "
+                                       f"{'binary_data_size' if size is not None else 'data'} both given; give one")
+            arrays[name] = tensor_from_bytes(shared_input(shared, params, f"input '{name}'"), datatype, shape, name,
+                                             "shared_memory_byte_size")
         elif size is not None:
             if not isinstance(size, int) or size < 0:
                 raise MalformedRequest(f"input '{name}': binary_data_size must be a non-negative integer")
@@ -125,8 +127,8 @@ def decode_request(body: bytes, header_length: str | None, model: str, version: 
                                      else None), binary_outputs, all_binary, shared_outputs)
 
 
-def _requested_outputs(payload: dict[str, Any], shared: SharedMemoryRegions | None
-                       ) -> tuple[list[str] | None, set[str], bool, dict[str, SharedSlot]]:
+def _requested_outputs(payload: dict[str, Any], shared: SharedAccess | None
+                       ) -> tuple[list[str] | None, set[str], bool, dict[str, Place]]:
     params = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
     all_binary = bool(params.get("binary_data_output", False)) if params else False
     requested = payload.get("outputs")
@@ -142,13 +144,16 @@ def _requested_outputs(payload: dict[str, Any], shared: SharedMemoryRegions | No
         chosen.append(name)
         out_params = out.get("parameters") or {}
         if isinstance(out_params, dict) and "shared_memory_region" in out_params:
+            if out_params.get("binary_data"):
+                raise MalformedRequest(f"output '{name}': shared_memory_region and binary_data both asked for; "
+                                       f"give one")
             in_shared[name] = shared_output(shared, out_params, f"output '{name}'")
         elif isinstance(out_params, dict) and out_params.get("binary_data"):
             binary.add(name)
     return chosen, binary, all_binary, in_shared
 
 
-def write_shared(slot: SharedSlot, array: np.ndarray) -> dict[str, Any]:
+def write_shared(slot: Place, array: np.ndarray) -> dict[str, Any]:
     """An output written to its place in shared memory; what the response says of it instead of its data."""
     data = tensor_bytes(array) if array.dtype == object else np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
     slot.write(data)
@@ -159,7 +164,7 @@ def encode_response(response: InferResponse, decoded: DecodedInfer) -> tuple[byt
     """The response body, and the JSON header's length when binary outputs follow it."""
     described, blobs = [], []
     for name, output in response.outputs.items():
-        array = np.ascontiguousarray(output)
+        array = np.asarray(output, order="C")  # (not ascontiguousarray: it makes a scalar's shape [1])
         datatype = datatype_of(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         target = decoded.shared_outputs.get(name)

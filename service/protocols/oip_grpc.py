@@ -23,7 +23,7 @@ from google.protobuf import json_format
 
 from service import repository_admin
 from service.dataplane import DataPlane, parse_version
-from service.errors import Forbidden, InvalidSharedMemory, MalformedRequest, NNServeError, NotReady
+from service.errors import InvalidSharedMemory, MalformedRequest, NNServeError, NotReady, SharedMemoryNotFound
 from service.hosting.access_log import AccessLogWriter, RequestIds
 from service.hosting.body_budget import BodyBudget
 from service.model_views import model_metadata, server_metadata, triton_config
@@ -31,12 +31,14 @@ from service.protocols.grpc_handlers import Malformed
 from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
 from service.protocols.oip_grpc_codec import decode_infer, encode_infer
 from service.registry import ServedModel
-from service.shared_memory import SharedMemoryRegions, grpc_peer_host, same_host
+from service.shared_memory import SharedAccess, SharedMemoryRegions, grpc_peer_host
 
 STATUS: dict[str, grpc.StatusCode] = {  # error code -> gRPC status; a 4xx code not listed is INVALID_ARGUMENT
     "model_not_found": grpc.StatusCode.NOT_FOUND,
     "version_not_found": grpc.StatusCode.NOT_FOUND,
     "not_found": grpc.StatusCode.NOT_FOUND,
+    "shared_memory_not_found": grpc.StatusCode.NOT_FOUND,
+    "already_exists": grpc.StatusCode.ALREADY_EXISTS,
     "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
     "forbidden": grpc.StatusCode.PERMISSION_DENIED,
     "payload_too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -192,6 +194,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- inference -------------------------------------------------------------------------------------------
     async def _infer(self, call: CallRecord, request: Any, context: Any) -> Any:
+        settings = self.plane.settings
         with self.plane.call("grpc", call.record) as accounting:
             self.plane.require_accepting()
             # The request as it arrived, held until it is answered: counted with the HTTP bodies in flight (gRPC
@@ -202,11 +205,17 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
             try:
                 accounting.decode_started()
                 remaining = context.time_remaining() if context is not None else None
-                decoded = decode_infer(request, remaining, self.plane.shared_memory)
-                if context is not None:
-                    decoded.request.company = self.peers.others(context.peer())
-                response = await self.plane.infer(accounting, decoded.request)
-                return encode_infer(response, decoded)
+                peer = context.peer() if context is not None else ""
+                shared = SharedAccess(self.plane.shared_memory, grpc_peer_host(peer), settings.max_body_bytes,
+                                      self.budget)
+                try:
+                    decoded = decode_infer(request, remaining, shared)
+                    if context is not None:
+                        decoded.request.company = self.peers.others(peer)
+                    response = await self.plane.infer(accounting, decoded.request)
+                    return encode_infer(response, decoded)
+                finally:
+                    shared.release()
             finally:
                 self.budget.give(size)
 
@@ -293,17 +302,13 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
 
 
     # -- Triton's shared memory extensions -------------------------------------------------------------------------
-    def _regions(self, call: CallRecord, what: str, changes: bool) -> SharedMemoryRegions:
-        if changes and not same_host(grpc_peer_host(call.context.peer())):
-            raise Forbidden(f"{what}: system shared memory is for clients on this host; refused for "
-                            f"{call.context.peer()}")
-        if self.plane.shared_memory is None:
-            raise InvalidSharedMemory("system shared memory is turned off on this server (--no-shared-memory)")
-        return self.plane.shared_memory
+    def _regions(self, call: CallRecord, what: str) -> SharedMemoryRegions:
+        peer = call.context.peer()
+        return SharedAccess(self.plane.shared_memory, grpc_peer_host(peer), 0, None).regions(what)
 
     async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
         async def handle(call: CallRecord) -> Any:
-            regions = self._regions(call, "status", changes=False).status(request.name or None)
+            regions = self._regions(call, "status").status(request.name or None)
             message = oip_pb2.SystemSharedMemoryStatusResponse()
             for r in regions:
                 message.regions[r.name].CopyFrom(oip_pb2.SystemSharedMemoryStatusResponse.RegionStatus(
@@ -314,7 +319,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
         async def handle(call: CallRecord) -> Any:
-            regions = self._regions(call, f"register '{request.name}'", changes=True)
+            regions = self._regions(call, f"register '{request.name}'")
             regions.register(request.name, request.key, request.offset, request.byte_size)
             return oip_pb2.SystemSharedMemoryRegisterResponse()
 
@@ -322,13 +327,18 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
         async def handle(call: CallRecord) -> Any:
-            self._regions(call, "unregister", changes=True).unregister(request.name or None)
+            self._regions(call, "unregister").unregister(request.name or None)
             return oip_pb2.SystemSharedMemoryUnregisterResponse()
 
         return await self._answer("SystemSharedMemoryUnregister", context, handle)
 
     async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        return oip_pb2.CudaSharedMemoryStatusResponse()
+        async def handle(call: CallRecord) -> Any:
+            if request.name:
+                raise SharedMemoryNotFound(f"no CUDA shared memory region '{request.name}' is registered (none can be)")
+            return oip_pb2.CudaSharedMemoryStatusResponse()
+
+        return await self._answer("CudaSharedMemoryStatus", context, handle)
 
     async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
         async def handle(call: CallRecord) -> Any:
@@ -338,7 +348,10 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer("CudaSharedMemoryRegister", context, handle)
 
     async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        return oip_pb2.CudaSharedMemoryUnregisterResponse()
+        async def handle(call: CallRecord) -> Any:
+            return oip_pb2.CudaSharedMemoryUnregisterResponse()
+
+        return await self._answer("CudaSharedMemoryUnregister", context, handle)
 
 
 def load_versions(parameters: Any) -> list[int] | None:

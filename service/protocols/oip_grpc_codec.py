@@ -25,7 +25,7 @@ from service.errors import InvalidDatatype, InvalidShape, MalformedRequest
 from service.protocols.grpc_proto import oip_pb2
 from service.protocols.oip_codec import shared_input, shared_output, write_shared
 from service.protocols.tensor_data import tensor_bytes, tensor_from_bytes
-from service.shared_memory import SharedMemoryRegions, SharedSlot
+from service.shared_memory import Place, SharedAccess
 
 CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
             "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
@@ -37,7 +37,7 @@ CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_conte
 class DecodedGrpcInfer:
     request: InferRequest
     typed: bool  # the inputs came as typed contents: answer the same way where every output can
-    shared_outputs: dict[str, SharedSlot] = field(default_factory=dict)  # outputs to write to shared memory
+    shared_outputs: dict[str, Place] = field(default_factory=dict)  # outputs to write to shared memory
 
 
 def _parameters(parameters: Any) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def _parameters(parameters: Any) -> dict[str, Any]:
             for key, value in parameters.items()}
 
 
-def decode_infer(message: Any, timeout_s: float | None, shared: SharedMemoryRegions | None = None
+def decode_infer(message: Any, timeout_s: float | None, shared: SharedAccess | None = None
                  ) -> DecodedGrpcInfer:
     raw = message.raw_input_contents
     in_shared = {t.name: _parameters(t.parameters) for t in message.inputs if "shared_memory_region" in t.parameters}
@@ -70,7 +70,7 @@ def decode_infer(message: Any, timeout_s: float | None, shared: SharedMemoryRegi
             if has_contents:
                 raise MalformedRequest(f"input '{name}' comes both as typed contents and in shared memory; give one")
             data = shared_input(shared, in_shared[name], f"input '{name}'")
-            arrays[name] = tensor_from_bytes(data, tensor.datatype, shape, name)
+            arrays[name] = tensor_from_bytes(data, tensor.datatype, shape, name, "shared_memory_byte_size")
         elif raw:
             if has_contents:
                 raise MalformedRequest(f"input '{name}' comes both as typed contents and in raw_input_contents; "

@@ -12,6 +12,7 @@ from service.errors import NotReady
 from service.model_views import model_metadata, server_metadata, triton_config
 from service.protocols.http_io import json_response, log_record, read_body
 from service.protocols.oip_codec import HEADER, decode_request, encode_response
+from service.shared_memory import SharedAccess
 
 
 def build_router(plane: DataPlane) -> APIRouter:
@@ -59,9 +60,14 @@ def build_router(plane: DataPlane) -> APIRouter:
             version = parse_version(model_version)
             body = await read_body(request, settings.max_body_bytes)
             call.decode_started()
-            decoded = decode_request(body, request.headers.get(HEADER), name, version, plane.shared_memory)
-            response = await plane.infer(call, decoded.request)
-            content, header_length = encode_response(response, decoded)
+            shared = SharedAccess(plane.shared_memory, request.client.host if request.client else None,
+                                  settings.max_body_bytes, plane.body_budget)
+            try:
+                decoded = decode_request(body, request.headers.get(HEADER), name, version, shared)
+                response = await plane.infer(call, decoded.request)
+                content, header_length = encode_response(response, decoded)
+            finally:
+                shared.release()
             if header_length is None:
                 return Response(content, media_type="application/json")
             return Response(content, media_type="application/octet-stream",

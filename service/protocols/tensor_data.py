@@ -19,7 +19,8 @@ def tensor_bytes(array: np.ndarray) -> bytes:
     return serialize_bytes(array) if array.dtype == object else np.ascontiguousarray(array).tobytes()
 
 
-def tensor_from_bytes(data: memoryview, datatype: str, shape: list[int], name: str) -> np.ndarray:
+def tensor_from_bytes(data: memoryview, datatype: str, shape: list[int], name: str,
+                      size_name: str = "binary_data_size") -> np.ndarray:
     """Raw little-endian elements (or length-prefixed ones, for BYTES) -> an array of ``shape``."""
     count = math.prod(shape)
     itemsize = element_size(datatype)
@@ -27,7 +28,7 @@ def tensor_from_bytes(data: memoryview, datatype: str, shape: list[int], name: s
         return deserialize_bytes(data, count, f"input '{name}'").reshape(shape)
     if len(data) != count * itemsize:
         raise InvalidShape(f"input '{name}': shape {shape} of {datatype} needs {count * itemsize} bytes, "
-                           f"binary_data_size is {len(data)}")
+                           f"{size_name} is {len(data)}")
     return np.frombuffer(data, dtype=DTYPES[datatype], count=count).reshape(shape)
 
 

@@ -28,7 +28,7 @@ PROBABILITIES = 4 * 10
 @pytest.fixture(scope="module")
 def server(models_dir: Path) -> Iterator[str]:
     with nnserve_process(models_dir, "--no-access-log", "--workers", "2", "--model", "resnet", "--model",
-                         "lstm") as (url, _):
+                         "lstm", "--shared-memory") as (url, _):
         yield url
 
 
@@ -85,7 +85,7 @@ def test_inputs_and_outputs_in_shared_memory_match_binary_tensors(server: str, r
         status = {r["name"]: r for r in c.get_system_shared_memory_status()}
         assert status[name_in] == {"name": name_in, "key": key_in, "offset": 0, "byte_size": x.nbytes}
     expected = binary_answer(server, x)
-    for _ in range(6):  # new connections, spread over both processes: each maps the region itself
+    for _ in range(6):  # new connections, which either process may take: each opens the region itself
         handle_out_view = np.zeros(16 * 10, np.float32)
         shm.set_shared_memory_region(handle_out, [handle_out_view])  # cleared: the answer must be written anew
         result = infer_shared(server, x, name_in, name_out)
@@ -98,8 +98,9 @@ def test_inputs_and_outputs_in_shared_memory_match_binary_tensors(server: str, r
         c.unregister_system_shared_memory(name_in)
         assert name_in not in {r["name"] for r in c.get_system_shared_memory_status()}
     for _ in range(4):  # unregistered through one process: gone in both
-        with pytest.raises(InferenceServerException, match=f"no system shared memory region '{name_in}'"):
+        with pytest.raises(InferenceServerException, match=f"no system shared memory region '{name_in}'") as caught:
             infer_shared(server, x, name_in, name_out)
+        assert caught.value.status() == "404"
 
 
 def test_several_tensors_at_offsets_of_one_region(server: str, regions: Any, vowels_batch: Any) -> None:
@@ -181,8 +182,9 @@ def test_bad_regions_get_a_400_naming_the_problem_and_the_server_keeps_serving(
         with pytest.raises(InferenceServerException, match="holds"):
             c.register_system_shared_memory("too-big", key, 10 * IMAGE_BYTES)  # past the object's end
         c.register_system_shared_memory(name, key, 4 * IMAGE_BYTES + 4 * PROBABILITIES)
-        with pytest.raises(InferenceServerException, match="already registered"):
+        with pytest.raises(InferenceServerException, match="already registered") as caught:
             c.register_system_shared_memory(name, key, 64)
+        assert caught.value.status() == "409"
 
     def refused(byte_size: int, offset: int, out_size: int, match: str) -> None:
         tensor = triton.InferInput("image", [4, 1, 28, 28], "FP32")
@@ -219,11 +221,11 @@ def test_a_shrunk_object_is_refused_not_a_crash(server: str, fashion_images: np.
     try:
         with client(server) as c:
             c.register_system_shared_memory(name, f"/{name}", IMAGE_BYTES + PROBABILITIES)
-            for _ in range(4):  # mapped by both processes
+            for _ in range(4):
                 infer_shared(server, x, name, name, out_offset=IMAGE_BYTES)
             path.write_bytes(b"")  # truncated to nothing
             for _ in range(4):
-                with pytest.raises(InferenceServerException, match=r"holds 0\b"):
+                with pytest.raises(InferenceServerException, match=r"which holds 0\b"):
                     infer_shared(server, x, name, name, out_offset=IMAGE_BYTES)
             c.unregister_system_shared_memory(name)
             assert c.is_server_live() and c.is_model_ready("resnet")
@@ -231,10 +233,13 @@ def test_a_shrunk_object_is_refused_not_a_crash(server: str, fashion_images: np.
         path.unlink()
 
 
-def test_the_extension_can_be_turned_off(models_dir: Path) -> None:
-    with nnserve_process(models_dir, "--no-access-log", "--workers", "1", "--model", "mlp", "--no-shared-memory"
-                         ) as (url, _):
+def test_the_extension_is_off_unless_asked_for(models_dir: Path) -> None:
+    with nnserve_process(models_dir, "--no-access-log", "--workers", "1", "--model", "mlp") as (url, _):
         response = httpx.post(f"{url}/v2/systemsharedmemory/region/a/register",
                               json={"key": "/a", "offset": 0, "byte_size": 4})
-        assert response.status_code == 400 and "--no-shared-memory" in response.json()["error"]
+        assert response.status_code == 400 and "start it with --shared-memory" in response.json()["error"]
+        infer = {"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "parameters": {
+            "shared_memory_region": "a", "shared_memory_byte_size": 3136}}]}
+        response = httpx.post(f"{url}/v2/models/mlp/infer", json=infer)
+        assert response.status_code == 400 and "--shared-memory" in response.json()["error"]
         assert "system_shared_memory" not in httpx.get(f"{url}/v2").json()["extensions"]

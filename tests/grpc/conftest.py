@@ -45,7 +45,8 @@ def grpc_repository(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) 
 def grpc_server(grpc_repository: Path) -> Iterator[GrpcServer]:
     port = free_port()
     # One process: the deadline and cancellation tests fill one queue and read one batcher's counts.
-    args = ["--grpc-port", str(port), "--admin-token", "secret", "--request-timeout-ms", "5000", "--workers", "1"]
+    args = ["--grpc-port", str(port), "--admin-token", "secret", "--request-timeout-ms", "5000", "--workers", "1",
+            "--shared-memory"]
     with serve_subprocess(grpc_repository, args, env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}) as (url, _, log):
         yield GrpcServer(url, f"127.0.0.1:{port}", grpc_repository, log)
 

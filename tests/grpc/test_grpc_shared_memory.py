@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
+import tritonclient.http as th
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, serialize_byte_tensor
 
@@ -103,10 +104,14 @@ def test_refusals_name_the_problem(grpc_server: GrpcServer, region: Any) -> None
     feeds = feeds_for("mlp")
     tensor = tg.InferInput("image", list(feeds["image"].shape), "FP32")
     tensor.set_shared_memory("never-registered", feeds["image"].nbytes)
-    with pytest.raises(InferenceServerException, match="no system shared memory region 'never-registered'"):
+    with pytest.raises(InferenceServerException, match="no system shared memory region 'never-registered'") as caught:
         client.infer("mlp", [tensor])
+    assert caught.value.status() == str(grpc.StatusCode.NOT_FOUND)
     name, _ = region(64)
     client.register_system_shared_memory(name, f"/{name}", 64)
+    with pytest.raises(InferenceServerException, match="already registered") as caught:
+        client.register_system_shared_memory(name, f"/{name}", 64)
+    assert caught.value.status() == str(grpc.StatusCode.ALREADY_EXISTS)
     tensor.set_shared_memory(name, feeds["image"].nbytes)  # far more than the region holds
     with pytest.raises(InferenceServerException, match=f"run past shared memory region '{name}', which holds 64"):
         client.infer("mlp", [tensor])
@@ -114,8 +119,40 @@ def test_refusals_name_the_problem(grpc_server: GrpcServer, region: Any) -> None
     assert client.infer("mlp", inputs_for(tg, feeds)).as_numpy("probabilities").shape == (3, 10)
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_outputs_in_shared_memory_beside_outputs_carried(grpc_server: GrpcServer, region: Any, protocol: str) -> None:
+    """Every datatype's input in the message, every other output in a region: each output carried in the answer
+    is its own (gRPC keeps an empty raw entry in each shared output's place; HTTP's binary parts skip them)."""
+    module: Any = tg if protocol == "grpc" else th
+    target = grpc_server.target if protocol == "grpc" else grpc_server.url.removeprefix("http://")
+    feeds = feeds_for("all-types")
+    client = module.InferenceServerClient(target)
+    expected = client.infer("all-types", inputs_for(module, feeds))
+    name, handle = region(4096)
+    client.register_system_shared_memory(name, f"/{name}", 4096)
+    outputs, places, offset = [], {}, 0
+    for i, output_name in enumerate(OUTPUTS["all-types"]):
+        requested = module.InferRequestedOutput(output_name) if protocol == "grpc" else \
+            module.InferRequestedOutput(output_name, binary_data=True)
+        if i % 2 == 0:
+            requested.set_shared_memory(name, 256, offset=offset)
+            places[output_name] = offset
+            offset += 256
+        outputs.append(requested)
+    result = client.infer("all-types", inputs_for(module, feeds), outputs=outputs)
+    for output_name in OUTPUTS["all-types"]:
+        want = expected.as_numpy(output_name)
+        if output_name in places:
+            got = shm.get_contents_as_numpy(handle, want.dtype, list(want.shape), offset=places[output_name])
+        else:
+            got = result.as_numpy(output_name)
+        assert got.tolist() == want.tolist(), output_name
+    client.unregister_system_shared_memory(name)
+
+
 def test_peer_strings_of_both_grpc_servers() -> None:
     assert grpc_peer_host("ipv4:127.0.0.1:5000") == "127.0.0.1"
     assert grpc_peer_host("ipv6:[::1]:5000") == "::1" and grpc_peer_host("ipv6:%5B::1%5D:5000") == "::1"
+    assert grpc_peer_host("ipv6:[::ffff:127.0.0.1]:5000") == "::ffff:127.0.0.1"
     assert grpc_peer_host("unix:/tmp/socket") is None and grpc_peer_host("") is None
     assert same_host(grpc_peer_host("ipv4:127.0.0.1:1")) and not same_host(grpc_peer_host("ipv4:10.0.0.2:1"))

@@ -182,7 +182,7 @@ def test_a_broken_connection_gets_goaway_and_the_server_keeps_serving(grpc_serve
 
 def test_grpcios_server_serves_the_same_methods(grpc_repository: Path) -> None:
     port = free_port()
-    args = ["--grpc-server", "grpcio", "--grpc-port", str(port), "--workers", "1", "--model", "mlp"]
+    args = ["--grpc-server", "grpcio", "--grpc-port", str(port), "--workers", "1", "--model", "mlp", "--shared-memory"]
     with serve_subprocess(grpc_repository, args, env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}) as (_, _, log):
         client = tg.InferenceServerClient(f"127.0.0.1:{port}")
         assert client.is_server_ready() and client.is_model_ready("mlp")

@@ -103,8 +103,10 @@ def multi_io(path: Path) -> None:
 
 
 def scalar_input(path: Path) -> None:
-    _save(helper.make_graph([helper.make_node("Mul", ["x", "scale"], ["y"])], "scalar",
-                            [_io("x", "FP32", ["N", 3]), _io("scale", "FP32", [])], [_io("y", "FP32", ["N", 3])]), path)
+    """A scalar input, and a scalar output (its echo: a rank-0 tensor both ways)."""
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["y"]), helper.make_node("Identity", ["scale"], ["scale_out"])]
+    _save(helper.make_graph(nodes, "scalar", [_io("x", "FP32", ["N", 3]), _io("scale", "FP32", [])],
+                            [_io("y", "FP32", ["N", 3]), _io("scale_out", "FP32", [])]), path)
 
 
 def state_second_axis(path: Path) -> None:

@@ -1,78 +1,141 @@
-"""The rules of the system shared memory extension that a client on this host cannot reach: registration from
-another host is refused (403) before anything is mapped, and a key that is not a POSIX shared memory name is
-refused (400) without touching the file system outside /dev/shm."""
+"""The rules of the system shared memory extension that a client on this host cannot reach, and the record the
+server's processes share: a client on another host may neither register, list, nor use a region (403); keys
+outside /dev/shm, symbolic links and objects that are not files are refused; what one process registers and
+unregisters, another sees at once, even when a region is registered again under the same name and key for a new
+object; a shrunk object is a 400, never a crash."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from service.app import create_app
-from service.errors import InvalidSharedMemory
+from service.errors import AlreadyExists, InvalidSharedMemory, SharedMemoryNotFound
 from service.settings import Settings
 from service.shared_memory import SharedMemoryRegions, same_host
 
 
 def test_same_host_is_loopback_or_a_unix_socket() -> None:
     assert same_host("127.0.0.1") and same_host("127.8.0.1") and same_host("::1") and same_host(None)
+    assert same_host("::ffff:127.0.0.1")  # a dual-stack listener's local IPv4 client
     assert not same_host("10.0.0.7") and not same_host("192.168.1.2") and not same_host("fe80::1%eth0")
-    assert not same_host("not-an-address")
+    assert not same_host("::ffff:10.0.0.7") and not same_host("not-an-address")
 
 
-async def test_registration_from_another_host_is_forbidden(models_dir: Path) -> None:
+async def test_clients_on_another_host_can_neither_register_list_nor_use_regions(models_dir: Path) -> None:
     settings = Settings(repository=models_dir, models=["mlp"], warmup_batch_sizes=[1], access_log=False,
-                        grpc_port=0, memory_trim_interval_s=0)
+                        grpc_port=0, memory_trim_interval_s=0, shared_memory=True)
     app = create_app(settings)
+    infer = {"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                         "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 3136}}]}
     async with app.router.lifespan_context(app):
-        for host, expected in (("10.1.2.3", 403), ("127.0.0.1", 400)):  # 400: the key names no object
-            transport = httpx.ASGITransport(app=app, client=(host, 40000))
-            async with httpx.AsyncClient(transport=transport, base_url="http://nnserve") as client:
-                response = await client.post("/v2/systemsharedmemory/region/r/register",
-                                             json={"key": "/nnserve-no-such-object", "offset": 0, "byte_size": 4})
-                assert response.status_code == expected, response.text
-                if expected == 403:
-                    assert response.json()["code"] == "forbidden" and host in response.json()["error"]
-                    response = await client.post("/v2/systemsharedmemory/unregister")
-                    assert response.status_code == 403
-                else:
-                    assert "no shared memory object '/nnserve-no-such-object'" in response.json()["error"]
+        remote = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
+        async with httpx.AsyncClient(transport=remote, base_url="http://nnserve") as client:
+            for method, path, body in (
+                    ("POST", "/v2/systemsharedmemory/region/r/register", {"key": "/x", "offset": 0, "byte_size": 4}),
+                    ("POST", "/v2/systemsharedmemory/unregister", None),
+                    ("GET", "/v2/systemsharedmemory/status", None),
+                    ("GET", "/v2/systemsharedmemory/region/r/status", None),
+                    ("POST", "/v2/models/mlp/infer", infer)):
+                response = await client.request(method, path, json=body)
+                assert response.status_code == 403, (path, response.text)
+                assert response.json()["code"] == "forbidden" and "10.1.2.3" in response.json()["error"]
+        local = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=local, base_url="http://nnserve") as client:
+            response = await client.post("/v2/systemsharedmemory/region/r/register",
+                                         json={"key": "/nnserve-no-such-object", "offset": 0, "byte_size": 4})
+            assert response.status_code == 400 and "no shared memory object '/nnserve-no-such-object'" in \
+                response.json()["error"]
+            response = await client.post("/v2/models/mlp/infer", json=infer)
+            assert response.status_code == 404 and response.json()["code"] == "shared_memory_not_found"
+
+
+@pytest.fixture
+def shm_root() -> Iterator[Path]:
+    """A folder standing for /dev/shm, on the same tmpfs (whose inode numbers are not handed out again at once)."""
+    root = Path(tempfile.mkdtemp(prefix="nnserve-test-", dir="/dev/shm"))
+    yield root
+    shutil.rmtree(root)
+
+
+def regions_pair(tmp_path: Path, shm: Path) -> tuple[SharedMemoryRegions, SharedMemoryRegions, Path]:
+    """Two processes' views of one control folder."""
+    (tmp_path / "control").mkdir()
+    one, other = (SharedMemoryRegions(tmp_path / "control", root=shm) for _ in range(2))
+    return one, other, shm
 
 
 @pytest.mark.parametrize("key", ["/a/b", "../etc/passwd", "/", "", "/..", "a\0b"])
-def test_keys_outside_dev_shm_are_refused(tmp_path: Path, key: str) -> None:
-    regions = SharedMemoryRegions(tmp_path / "control", root=tmp_path / "shm")
-    (tmp_path / "control").mkdir()
+def test_keys_outside_dev_shm_are_refused(tmp_path: Path, shm_root: Path, key: str) -> None:
+    one, _, _ = regions_pair(tmp_path, shm_root)
     with pytest.raises(InvalidSharedMemory, match="not a POSIX shared memory name"):
-        regions.register("r", key, 0, 4)
-    assert regions.status() == []
+        one.register("r", key, 0, 4)
+    assert one.status() == []
 
 
-def test_a_region_is_checked_against_its_object_and_forgotten_everywhere(tmp_path: Path) -> None:
-    """Two processes' views of one control folder: what one registers and unregisters, the other sees."""
-    (tmp_path / "control").mkdir()
-    (tmp_path / "shm").mkdir()
-    (tmp_path / "shm" / "obj").write_bytes(bytes(range(16)))
-    one, other = (SharedMemoryRegions(tmp_path / "control", root=tmp_path / "shm") for _ in range(2))
-    with pytest.raises(InvalidSharedMemory, match="= 20 bytes, but '/obj' holds 16"):
+def test_links_and_other_files_are_refused(tmp_path: Path, shm_root: Path) -> None:
+    one, _, shm = regions_pair(tmp_path, shm_root)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not yours" * 10)
+    (shm / "link").symlink_to(secret)
+    with pytest.raises(InvalidSharedMemory, match="cannot open '/link'"):
+        one.register("r", "/link", 0, 4)
+    os.mkfifo(shm / "fifo")
+    with pytest.raises(InvalidSharedMemory, match="'/fifo' is not a shared memory object"):
+        one.register("r", "/fifo", 0, 4)
+    assert one.status() == [] and secret.read_bytes() == b"not yours" * 10
+
+
+def test_what_one_process_registers_another_sees_and_uses(tmp_path: Path, shm_root: Path) -> None:
+    one, other, shm = regions_pair(tmp_path, shm_root)
+    (shm / "obj").write_bytes(bytes(range(16)))
+    with pytest.raises(InvalidSharedMemory, match=r"needs 20 bytes of '/obj'.*which holds 16"):
         one.register("r", "/obj", 4, 16)
     with pytest.raises(InvalidSharedMemory, match="byte_size must be a positive integer"):
         one.register("r", "/obj", 0, 0)
     one.register("r", "/obj", 4, 8)
-    assert bytes(other.read("r", 2, 4, "input 'x'")) == bytes([6, 7, 8, 9])
-    slot = other.slot("r", 0, 8, "output 'y'")
+    with pytest.raises(AlreadyExists, match="already registered"):
+        other.register("r", "/obj", 0, 4)
+    assert [r.shown() for r in other.status()] == [{"name": "r", "key": "/obj", "offset": 4, "byte_size": 8}]
+    assert bytes(other.place("r", 2, 4, "input 'x'").read()) == bytes([6, 7, 8, 9])
+    slot = other.place("r", 0, 8, "output 'y'")
     slot.write(b"\xff\xfe")
-    assert (tmp_path / "shm" / "obj").read_bytes()[4:6] == b"\xff\xfe"
+    assert (shm / "obj").read_bytes()[4:6] == b"\xff\xfe"
     with pytest.raises(InvalidSharedMemory, match="output 'y': its 9 bytes do not fit the 8 bytes"):
         slot.write(bytes(9))
     with pytest.raises(InvalidSharedMemory, match="8 bytes at offset 4 run past shared memory region 'r'"):
-        other.read("r", 4, 8, "input 'x'")
-    (tmp_path / "shm" / "obj").write_bytes(bytes(6))  # the client shrinks its object: a 400, never a SIGBUS
-    with pytest.raises(InvalidSharedMemory, match="needs 12 bytes of '/obj', which now holds 6"):
-        other.read("r", 0, 8, "input 'x'")
+        other.place("r", 4, 8, "input 'x'")
+    (shm / "obj").write_bytes(bytes(6))  # the client shrinks its object: a 400, never a SIGBUS
+    for use in (lambda: other.place("r", 0, 8, "input 'x'").read(), lambda: slot.write(b"\x01")):
+        with pytest.raises(InvalidSharedMemory, match=r"needs 12 bytes of '/obj'.*which holds 6"):
+            use()
+    assert (shm / "obj").read_bytes() == bytes(6)  # the write did not grow it back
     one.unregister("r")
-    with pytest.raises(InvalidSharedMemory, match="no system shared memory region 'r' is registered"):
-        other.read("r", 0, 4, "input 'x'")
-    slot.write(b"\x01")  # a slot taken before the region went still writes to its object, not to a reused fd
-    assert (tmp_path / "shm" / "obj").read_bytes()[4:5] == b"\x01"
+    with pytest.raises(SharedMemoryNotFound, match="no system shared memory region 'r' is registered"):
+        other.place("r", 0, 4, "input 'x'")
+
+
+def test_a_region_registered_again_for_a_new_object_is_seen_as_new(tmp_path: Path, shm_root: Path) -> None:
+    """Unregister, destroy, make the object again under the same key, register again with the same numbers: the
+    other process reads the new object, and a region whose object was replaced without registering again is
+    refused rather than served from the object it no longer names."""
+    one, other, shm = regions_pair(tmp_path, shm_root)
+    (shm / "obj").write_bytes(b"old!" * 4)
+    one.register("r", "/obj", 0, 16)
+    assert bytes(other.place("r", 0, 4, "input 'x'").read()) == b"old!"
+    for _ in range(3):  # the record's inode numbers may alternate: each change is still seen
+        one.unregister("r")
+        (shm / "obj").unlink()
+        (shm / "obj").write_bytes(b"new!" * 4)
+        one.register("r", "/obj", 0, 16)
+        assert bytes(other.place("r", 0, 4, "input 'x'").read()) == b"new!"
+    (shm / "obj").unlink()
+    (shm / "obj").write_bytes(b"else" * 4)  # made again, not registered again
+    with pytest.raises(InvalidSharedMemory, match="not the object registered as region 'r'"):
+        other.place("r", 0, 4, "input 'x'").read()
