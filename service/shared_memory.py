@@ -15,9 +15,10 @@ registered again) and still large enough, then reads or writes and closes it. No
 shrinks its object gets a 400 naming both sizes, where a mapping would die of SIGBUS (Triton maps); and no
 process holds an object open once its request is answered, so a region unregistered and unlinked frees its memory.
 
-The extension is off unless the server is started with ``--shared-memory``, and then only clients on this host
-(loopback, a Unix socket) may use it: a proxy on the same host that forwards remote clients without
-``X-Forwarded-For`` would make them look local, so turn it on only where the port is not reachable that way.
+The extension is off unless the server is started with ``--shared-memory``, and then only clients on this host may
+use it: a loopback peer, with no non-loopback address in ``X-Forwarded-For``. A proxy on the same host that
+forwards remote clients without saying so (any gRPC proxy: gRPC carries no such header here) would make them look
+local, so turn it on only where the port is not reachable that way.
 Inputs read from shared memory count against ``--max-body-bytes`` (per request) and the bytes in flight
 (``--max-body-bytes-in-flight``) as a body would.
 """
@@ -60,16 +61,20 @@ class Region:
         return {"name": self.name, "key": self.key, "offset": self.offset, "byte_size": self.byte_size}
 
 
-def same_host(client: str | None) -> bool:
-    """Whether a peer address is this host's: loopback (IPv4, IPv6, IPv4-mapped), or a Unix socket (no address)."""
-    if not client:
-        return True
+def same_host(client: str | None, forwarded: str | None = None) -> bool:
+    """Whether a peer is on this host: its address loopback (IPv4, IPv6, IPv4-mapped), and every address a proxy
+    says it forwarded for (``X-Forwarded-For``) loopback too. An unknown peer is not."""
+    return bool(client) and all(_loopback(a.strip()) for a in [client or "", *(forwarded or "").split(",")]
+                                if a.strip())
+
+
+def _loopback(address: str) -> bool:
     try:
-        address = ipaddress.ip_address(client.split("%")[0])
+        parsed = ipaddress.ip_address(address.split("%")[0])
     except ValueError:
         return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return bool((mapped or address).is_loopback)
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    return bool((mapped or parsed).is_loopback)
 
 
 def grpc_peer_host(peer: str) -> str | None:
@@ -115,9 +120,13 @@ class SharedMemoryRegions:
                 held = os.open(self._record, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:  # replaced again meanwhile: the next call reads the newest
                 return
-            held_inode = os.fstat(held).st_ino
-            with os.fdopen(os.dup(held), "rb") as file:
-                data = json.loads(file.read() or b"{}")
+            try:
+                held_inode = os.fstat(held).st_ino
+                with os.fdopen(os.dup(held), "rb") as file:
+                    data = json.loads(file.read() or b"{}")
+            except BaseException:  # an unreadable record: no descriptor left behind, and the next call tries again
+                os.close(held)
+                raise
         if self._held is not None:
             os.close(self._held)
         self._held, self._held_inode = held, held_inode
@@ -159,7 +168,11 @@ class SharedMemoryRegions:
             os.close(fd)
             region = Region(region.name, key, region.offset, region.byte_size, info.st_dev, info.st_ino)
             self._regions[name] = region
-            self._write()
+            try:
+                self._write()
+            except BaseException:  # not recorded: not registered here either
+                self._regions.pop(name, None)
+                raise
         return region
 
     def unregister(self, name: str | None = None) -> None:
@@ -265,7 +278,10 @@ class Place:
         try:
             done = 0
             while done < size:
-                done += os.pwrite(fd, view[done:done + CHUNK], self.position + done)
+                wrote = os.pwrite(fd, view[done:done + CHUNK], self.position + done)
+                if wrote == 0:
+                    raise InvalidSharedMemory(f"{self.what}: {self.region.key!r} took no more bytes")
+                done += wrote
         except OSError as error:
             raise InvalidSharedMemory(f"{self.what}: writing {self.region.key!r}: {error.strerror}") from None
         finally:
@@ -278,9 +294,10 @@ class SharedAccess:
     bytes in flight until ``release``)."""
 
     def __init__(self, regions: SharedMemoryRegions | None, client: str | None, limit: int,
-                 budget: BodyBudget | None) -> None:
+                 budget: BodyBudget | None, forwarded: str | None = None) -> None:
         self._regions = regions
         self.client = client
+        self.forwarded = forwarded
         self.limit = limit
         self.budget = budget
         self.taken = 0
@@ -289,8 +306,10 @@ class SharedAccess:
         if self._regions is None:
             raise InvalidSharedMemory(f"{what}: system shared memory is off on this server (start it with "
                                       f"--shared-memory)")
-        if not same_host(self.client):
-            raise Forbidden(f"{what}: system shared memory is for clients on this host; refused for {self.client}")
+        if not same_host(self.client, self.forwarded):
+            via = f" (forwarded for {self.forwarded})" if self.forwarded else ""
+            raise Forbidden(f"{what}: system shared memory is for clients on this host; refused for "
+                            f"{self.client or 'an unknown peer'}{via}")
         return self._regions
 
     def read(self, place: Place) -> memoryview:

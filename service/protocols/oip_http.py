@@ -61,7 +61,7 @@ def build_router(plane: DataPlane) -> APIRouter:
             body = await read_body(request, settings.max_body_bytes)
             call.decode_started()
             shared = SharedAccess(plane.shared_memory, request.client.host if request.client else None,
-                                  settings.max_body_bytes, plane.body_budget)
+                                  settings.max_body_bytes, plane.body_budget, request.headers.get("x-forwarded-for"))
             try:
                 decoded = decode_request(body, request.headers.get(HEADER), name, version, shared)
                 response = await plane.infer(call, decoded.request)

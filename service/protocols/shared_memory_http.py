@@ -20,7 +20,7 @@ def build_router(plane: DataPlane) -> APIRouter:
 
     def regions(request: Request, what: str) -> SharedMemoryRegions:
         client = request.client.host if request.client else None
-        return SharedAccess(plane.shared_memory, client, 0, None).regions(what)
+        return SharedAccess(plane.shared_memory, client, 0, None, request.headers.get("x-forwarded-for")).regions(what)
 
     def listed(request: Request, name: str | None) -> Response:
         return json_response([r.shown() for r in regions(request, "status").status(name)])

@@ -22,7 +22,8 @@ from service.shared_memory import SharedMemoryRegions, same_host
 
 
 def test_same_host_is_loopback_or_a_unix_socket() -> None:
-    assert same_host("127.0.0.1") and same_host("127.8.0.1") and same_host("::1") and same_host(None)
+    assert same_host("127.0.0.1") and same_host("127.8.0.1") and same_host("::1") and not same_host(None)
+    assert same_host("127.0.0.1", "127.0.0.2") and not same_host("127.0.0.6", "10.1.2.3, 127.0.0.6")
     assert same_host("::ffff:127.0.0.1")  # a dual-stack listener's local IPv4 client
     assert not same_host("10.0.0.7") and not same_host("192.168.1.2") and not same_host("fe80::1%eth0")
     assert not same_host("::ffff:10.0.0.7") and not same_host("not-an-address")
@@ -37,6 +38,10 @@ async def test_clients_on_another_host_can_neither_register_list_nor_use_regions
     async with app.router.lifespan_context(app):
         remote = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
         async with httpx.AsyncClient(transport=remote, base_url="http://nnserve") as client:
+            forwarded = httpx.ASGITransport(app=app, client=("127.0.0.6", 40000))  # a sidecar's hop
+            async with httpx.AsyncClient(transport=forwarded, base_url="http://nnserve") as via:
+                response = await via.get("/v2/systemsharedmemory/status", headers={"x-forwarded-for": "10.1.2.3"})
+                assert response.status_code == 403 and "forwarded for 10.1.2.3" in response.json()["error"]
             for method, path, body in (
                     ("POST", "/v2/systemsharedmemory/region/r/register", {"key": "/x", "offset": 0, "byte_size": 4}),
                     ("POST", "/v2/systemsharedmemory/unregister", None),
@@ -139,3 +144,26 @@ def test_a_region_registered_again_for_a_new_object_is_seen_as_new(tmp_path: Pat
     (shm / "obj").write_bytes(b"else" * 4)  # made again, not registered again
     with pytest.raises(InvalidSharedMemory, match="not the object registered as region 'r'"):
         other.place("r", 0, 4, "input 'x'").read()
+
+
+def test_a_failed_record_write_registers_nothing_and_a_bad_record_leaks_no_descriptor(
+        tmp_path: Path, shm_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one, other, shm = regions_pair(tmp_path, shm_root)
+    (shm / "obj").write_bytes(bytes(16))
+
+    def full(self: Path, *args: object, **kwargs: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_text", full)
+        with pytest.raises(OSError):
+            one.register("r", "/obj", 0, 16)
+    assert one.status() == [] and other.status() == []
+    one.register("r", "/obj", 0, 16)  # and it can be registered once the disk has room
+    (tmp_path / "control" / "bad").write_text("{not json")
+    os.replace(tmp_path / "control" / "bad", tmp_path / "control" / "shared-memory.json")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(ValueError):
+            other.status()
+    assert len(os.listdir("/proc/self/fd")) == before
