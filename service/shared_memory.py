@@ -30,6 +30,7 @@ import json
 import os
 import stat
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -254,18 +255,7 @@ class Place:
     def read(self) -> memoryview:
         """A copy of the bytes (aligned, as onnxruntime wants its inputs)."""
         data = np.empty(self.byte_size, np.uint8).data
-        fd, _ = self.regions._open(self.region, self.what)
-        try:
-            done = 0
-            while done < self.byte_size:
-                got = os.preadv(fd, [data[done:done + CHUNK]], self.position + done)
-                if got == 0:
-                    raise InvalidSharedMemory(f"{self.what}: {self.region.key!r} ended while it was read")
-                done += got
-        except OSError as error:
-            raise InvalidSharedMemory(f"{self.what}: reading {self.region.key!r}: {error.strerror}") from None
-        finally:
-            os.close(fd)
+        self._transfer(data, lambda fd, piece, at: os.preadv(fd, [piece], at), "read")
         return data
 
     def write(self, data: bytes | memoryview) -> None:
@@ -273,19 +263,37 @@ class Place:
         if size > self.byte_size:
             raise InvalidSharedMemory(f"{self.what}: its {size} bytes do not fit the {self.byte_size} bytes of shared "
                                       f"memory given for it")
-        view = memoryview(data)
-        fd, _ = self.regions._open(self.region, self.what)  # still there, the same, and large enough
+        self._transfer(memoryview(data), os.pwrite, "written")
+
+    def _transfer(self, data: memoryview, move: Callable[[int, memoryview, int], int], verb: str) -> None:
+        """All of ``data`` read into or written from the object at ``position``, in pieces Linux takes whole,
+        the object opened (and checked: still there, the same, and large enough) for this one transfer."""
+        fd, _ = self.regions._open(self.region, self.what)
         try:
             done = 0
-            while done < size:
-                wrote = os.pwrite(fd, view[done:done + CHUNK], self.position + done)
-                if wrote == 0:
-                    raise InvalidSharedMemory(f"{self.what}: {self.region.key!r} took no more bytes")
-                done += wrote
+            while done < len(data):
+                moved = move(fd, data[done:done + CHUNK], self.position + done)
+                if moved == 0:
+                    raise InvalidSharedMemory(f"{self.what}: {self.region.key!r} ended while it was {verb}")
+                done += moved
         except OSError as error:
-            raise InvalidSharedMemory(f"{self.what}: writing {self.region.key!r}: {error.strerror}") from None
+            raise InvalidSharedMemory(f"{self.what}: {self.region.key!r} could not be {verb}: {error.strerror}"
+                                      ) from None
         finally:
             os.close(fd)
+
+
+def permitted(regions: SharedMemoryRegions | None, client: str | None, forwarded: str | None,
+              what: str) -> SharedMemoryRegions:
+    """The regions, for a peer that may use them: the extension on, and the peer on this host."""
+    if regions is None:
+        raise InvalidSharedMemory(f"{what}: system shared memory is off on this server (start it with "
+                                  f"--shared-memory)")
+    if not same_host(client, forwarded):
+        via = f" (forwarded for {forwarded})" if forwarded else ""
+        raise Forbidden(f"{what}: system shared memory is for clients on this host; refused for "
+                        f"{client or 'an unknown peer'}{via}")
+    return regions
 
 
 class SharedAccess:
@@ -303,14 +311,7 @@ class SharedAccess:
         self.taken = 0
 
     def regions(self, what: str) -> SharedMemoryRegions:
-        if self._regions is None:
-            raise InvalidSharedMemory(f"{what}: system shared memory is off on this server (start it with "
-                                      f"--shared-memory)")
-        if not same_host(self.client, self.forwarded):
-            via = f" (forwarded for {self.forwarded})" if self.forwarded else ""
-            raise Forbidden(f"{what}: system shared memory is for clients on this host; refused for "
-                            f"{self.client or 'an unknown peer'}{via}")
-        return self._regions
+        return permitted(self._regions, self.client, self.forwarded, what)
 
     def read(self, place: Place) -> memoryview:
         if self.taken + place.byte_size > self.limit:

@@ -54,3 +54,8 @@ def log_record(request: Request) -> dict[str, Any]:
     """The request's access-log fields (``request.state`` lives in ``scope["state"]``)."""
     state: dict[str, Any] = request.scope.setdefault("state", {})
     return state
+
+
+def peer(request: Request) -> tuple[str | None, str | None]:
+    """The client's address and the addresses a proxy says it forwarded for (``X-Forwarded-For``)."""
+    return request.client.host if request.client else None, request.headers.get("x-forwarded-for")

@@ -31,7 +31,7 @@ from service.protocols.grpc_handlers import Malformed
 from service.protocols.grpc_proto import oip_pb2, oip_pb2_grpc
 from service.protocols.oip_grpc_codec import decode_infer, encode_infer
 from service.registry import ServedModel
-from service.shared_memory import SharedAccess, SharedMemoryRegions, grpc_peer_host
+from service.shared_memory import SharedAccess, SharedMemoryRegions, grpc_peer_host, permitted
 
 STATUS: dict[str, grpc.StatusCode] = {  # error code -> gRPC status; a 4xx code not listed is INVALID_ARGUMENT
     "model_not_found": grpc.StatusCode.NOT_FOUND,
@@ -303,8 +303,7 @@ class OipServicer(oip_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- Triton's shared memory extensions -------------------------------------------------------------------------
     def _regions(self, call: CallRecord, what: str) -> SharedMemoryRegions:
-        peer = call.context.peer()
-        return SharedAccess(self.plane.shared_memory, grpc_peer_host(peer), 0, None).regions(what)
+        return permitted(self.plane.shared_memory, grpc_peer_host(call.context.peer()), None, what)
 
     async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
         async def handle(call: CallRecord) -> Any:

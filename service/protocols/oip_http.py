@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from service.dataplane import DataPlane, parse_version
 from service.errors import NotReady
 from service.model_views import model_metadata, server_metadata, triton_config
-from service.protocols.http_io import json_response, log_record, read_body
+from service.protocols.http_io import json_response, log_record, peer, read_body
 from service.protocols.oip_codec import HEADER, decode_request, encode_response
 from service.shared_memory import SharedAccess
 
@@ -60,8 +60,8 @@ def build_router(plane: DataPlane) -> APIRouter:
             version = parse_version(model_version)
             body = await read_body(request, settings.max_body_bytes)
             call.decode_started()
-            shared = SharedAccess(plane.shared_memory, request.client.host if request.client else None,
-                                  settings.max_body_bytes, plane.body_budget, request.headers.get("x-forwarded-for"))
+            client, forwarded = peer(request)
+            shared = SharedAccess(plane.shared_memory, client, settings.max_body_bytes, plane.body_budget, forwarded)
             try:
                 decoded = decode_request(body, request.headers.get(HEADER), name, version, shared)
                 response = await plane.infer(call, decoded.request)

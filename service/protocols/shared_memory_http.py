@@ -11,16 +11,15 @@ from fastapi.responses import Response
 
 from service.dataplane import DataPlane
 from service.errors import InvalidSharedMemory, SharedMemoryNotFound
-from service.protocols.http_io import json_response, parse_json
-from service.shared_memory import SharedAccess, SharedMemoryRegions
+from service.protocols.http_io import json_response, parse_json, peer
+from service.shared_memory import SharedMemoryRegions, permitted
 
 
 def build_router(plane: DataPlane) -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["shared memory"])
 
     def regions(request: Request, what: str) -> SharedMemoryRegions:
-        client = request.client.host if request.client else None
-        return SharedAccess(plane.shared_memory, client, 0, None, request.headers.get("x-forwarded-for")).regions(what)
+        return permitted(plane.shared_memory, *peer(request), what)
 
     def listed(request: Request, name: str | None) -> Response:
         return json_response([r.shown() for r in regions(request, "status").status(name)])
