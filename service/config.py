@@ -66,12 +66,15 @@ class ImageProcessor(_Strict):
     Pictures: EXIF orientation applied, transparency composited over ``background``, converted to ``color_mode``,
     then resized: ``fit-pad-bilinear`` fits the picture into ``height`` x ``width`` keeping its aspect ratio and pads
     with ``background``; ``shorter-side-crop`` resizes the shorter side to ``resize_shorter_to`` (default
-    ``height / 0.875``, as ImageNet models expect) and crops the centre. Pixels (a picture's, or raw ones sent as
-    JSON in ``[pixel_min, pixel_max]``) become ``(v * scale - mean) / std`` per channel, in the input's datatype
-    and ``layout``; a ``UINT8`` input takes the pixels as they are. ``invert`` is for dark-on-light pictures fed
-    to a model trained on light-on-dark ones. ``auto_invert``: an uploaded picture whose border is, by its median,
-    on the other side of mid-grey from ``background`` (a dark shoe photographed on a white table, for a model
-    trained on light items on black) is inverted before it is resized; raw pixel arrays are taken as they are.
+    ``height / 0.875``, as ImageNet models expect) and crops the centre, as torchvision's ``Resize`` and
+    ``CenterCrop`` do to the last pixel (the longer side truncated, the offsets rounded half to even, a crop larger
+    than the picture padded with ``background``). Pixels (a picture's, or raw ones sent as JSON in
+    ``[pixel_min, pixel_max]``) become ``(v * scale - mean) / std`` per channel (``mean`` and ``std`` in the
+    model's channel order: blue first for ``BGR``), in the input's datatype and ``layout``; a ``UINT8`` input
+    takes the pixels as they are. ``invert`` is for dark-on-light pictures fed to a model trained on light-on-dark
+    ones. ``auto_invert``: an uploaded picture whose border is, by its median, on the other side of mid-grey from
+    ``background`` (a dark shoe photographed on a white table, for a model trained on light items on black) is
+    inverted before it is resized; raw pixel arrays are taken as they are.
     """
 
     kind: Literal["image"] = "image"

@@ -179,19 +179,42 @@ def _describe_resize(spec: ImageProcessor, size: tuple[int, int]) -> str:
     return f"shorter side resized to {shorter} (bilinear), centre cropped to {spec.width}x{spec.height}"
 
 
+def _background(spec: ImageProcessor) -> int | tuple[int, int, int]:
+    return spec.background if spec.color_mode == "L" else (spec.background,) * 3
+
+
 def _resize(image: Any, spec: ImageProcessor) -> Any:
     from PIL import Image, ImageOps
 
     if spec.resize == "fit-pad-bilinear":
-        color = spec.background if spec.color_mode == "L" else (spec.background,) * 3
-        return ImageOps.pad(image, (spec.width, spec.height), method=Image.Resampling.BILINEAR, color=color)
+        return ImageOps.pad(image, (spec.width, spec.height), method=Image.Resampling.BILINEAR,
+                            color=_background(spec))
     shorter = spec.resize_shorter_to or round(min(spec.height, spec.width) / IMAGENET_CROP)
-    width, height = image.size
-    scale = shorter / min(width, height)
-    size = (max(spec.width, round(width * scale)), max(spec.height, round(height * scale)))
-    resized = image.resize(size, Image.Resampling.BILINEAR)
-    left, top = (size[0] - spec.width) // 2, (size[1] - spec.height) // 2
+    resized = image.resize(shorter_side_size(image.size, shorter), Image.Resampling.BILINEAR)
+    left, top = centre_crop_offsets(resized.size, (spec.width, spec.height))
+    if left < 0 or top < 0:  # a crop larger than the picture (resize_shorter_to under the input's size): as
+        # CenterCrop does, pad it (with ``background``) on both sides, the odd pixel after, then crop
+        padded = Image.new(resized.mode, (max(resized.width, spec.width), max(resized.height, spec.height)),
+                           _background(spec))
+        padded.paste(resized, (max(0, spec.width - resized.width) // 2, max(0, spec.height - resized.height) // 2))
+        resized = padded
+        left, top = centre_crop_offsets(resized.size, (spec.width, spec.height))
     return resized.crop((left, top, left + spec.width, top + spec.height))
+
+
+def shorter_side_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
+    """torchvision's ``Resize(shorter)``: the shorter side becomes ``shorter``, the longer keeps the aspect ratio,
+    truncated (``int``, not rounded: ``transforms.functional._compute_resized_output_size``), so the tensor a
+    served model sees is the one its evaluation transform made."""
+    width, height = size
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
+def centre_crop_offsets(size: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
+    """torchvision's ``CenterCrop``: the left and top offsets, ``round((size - crop) / 2)`` (half to even)."""
+    return round((size[0] - crop[0]) / 2), round((size[1] - crop[1]) / 2)
 
 
 class ImageInput:
