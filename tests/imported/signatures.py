@@ -2,7 +2,7 @@
 
 Every datatype both ways, FP16, a model quantized by ``onnxruntime.quantization``, a uint8 NHWC image input
 with labels, BOOL and BYTES, several inputs and outputs, a scalar input, a state whose batch axis is its second,
-no batch axis, a fixed batch of 1, open height and width.
+no batch axis, a fixed batch of 1, open height and width, a first axis open everywhere that is still no batch axis.
 """
 
 from __future__ import annotations
@@ -140,6 +140,13 @@ def open_height_width(path: Path) -> None:
           path)
 
 
+def rows_not_kept(path: Path) -> None:
+    """Every first axis is open, yet it is no batch axis: ``[N, 4]`` -> ``[2N, 2]`` (only running it shows that)."""
+    shape = helper.make_tensor("shape", T.INT64, [2], [-1, 2])
+    _save(helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "rows_not_kept",
+                            [_io("x", "FP32", ["N", 4])], [_io("y", "FP32", ["M", 2])], [shape]), path)
+
+
 def quantized_mlp(models_dir: Path) -> Callable[[Path], None]:
     """The committed MLP with int8 weights, by onnxruntime.quantization's dynamic quantisation."""
     def build(path: Path) -> None:
@@ -172,6 +179,7 @@ def signatures(models_dir: Path) -> list[Signature]:
                   batches=False),
         Signature("no-batch-axis", no_batch_axis, lambda n: {"x": random_values("FP32", (5,))}, batches=False),
         Signature("fixed-batch-1", fixed_batch_one, lambda n: {"x": random_values("FP32", (1, 4))}, batches=False),
+        Signature("rows-not-kept", rows_not_kept, lambda n: {"x": random_values("FP32", (n, 4))}, batches=False),
         Signature("open-height-width", open_height_width,
                   lambda n: {"x": random_values("FP32", (n, 1, 8 + n, 12))}, batches=True),
     ]

@@ -22,7 +22,7 @@ from tests.imported.signatures import random_values
 from tests.service.conftest import metric_value
 
 NAMES = ["all-types", "fp16", "quantized-mlp", "uint8-image", "bool-bytes", "multi-io", "scalar-input",
-         "state-second-axis", "no-batch-axis", "fixed-batch-1", "open-height-width"]
+         "state-second-axis", "no-batch-axis", "fixed-batch-1", "rows-not-kept", "open-height-width"]
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -57,6 +57,8 @@ def test_the_state_input_and_the_scalar_give_their_reasons(served: Served) -> No
     state = httpx.get(f"{served.url}/v2/models/state-second-axis").json()["parameters"]["batching"]
     scalar = httpx.get(f"{served.url}/v2/models/scalar-input").json()["parameters"]["batching"]
     assert "'state' has a fixed first axis (2)" in state and "'scale' is a scalar" in scalar
+    reshaped = httpx.get(f"{served.url}/v2/models/rows-not-kept").json()["parameters"]["batching"]
+    assert "output 'y' has shape [2, 2] for 1 input rows" in reshaped, reshaped
 
 
 async def test_concurrent_requests_of_different_shapes_each_get_their_own_answer(served: Served) -> None:
@@ -79,6 +81,18 @@ async def test_concurrent_requests_of_different_shapes_each_get_their_own_answer
     assert count < len(shapes), "requests of the same shape should have shared batches"
     assert metric_value(after, "nnserve_batch_size_sum", model="open-height-width") - \
         metric_value(before, "nnserve_batch_size_sum", model="open-height-width") == rows
+
+
+async def test_a_model_whose_rows_are_not_kept_answers_each_request_alone(served: Served) -> None:
+    """Batched, ``[n1, 4]`` and ``[n2, 4]`` would run as ``[n1 + n2, 4]`` and their ``[2(n1 + n2), 2]`` answer be
+    split at n1 rows: every answer but the last would be wrong."""
+    model_file = served.repository / "rows-not-kept" / "1" / "model.onnx"
+    rng = np.random.default_rng(5)
+    inputs = [rng.normal(size=(1 + i % 4, 4)).astype(np.float32) for i in range(24)]
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+        results = await asyncio.gather(*[post_binary(client, "rows-not-kept", {"x": x}) for x in inputs])
+    for x, result in zip(inputs, results, strict=True):
+        assert_same(result["y"], direct(model_file, {"x": x})["y"], f"y for {x.shape}")
 
 
 def _json(name: str, datatype: str, shape: list[int], data: Any) -> dict[str, Any]:
