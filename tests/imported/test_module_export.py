@@ -1,7 +1,8 @@
 """``nnserve export --module``: a user's own PyTorch module (here ImageNet architectures, ResNet-18 and
 MobileNetV3-Small, at 3x224x224) with its weights, labels and preprocessing, through the parity gate into the
-repository; served, its answers equal onnxruntime's and PyTorch's. A module whose traced graph is wrong at other
-batch sizes, or weights that do not fit, are refused and nothing is published."""
+repository; served, its answers equal onnxruntime's and PyTorch's. Inputs of open height and width, and the
+outputs whose axes follow them. A module whose traced graph is wrong at other batch sizes, or weights that do not
+fit, are refused and nothing is published."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from PIL import Image
 
 from service.hosting.launcher import serve_subprocess
 from tests.imported.clients import assert_same, direct, via_triton
-from tests.imported.vision_nets import resnet18
+from tests.imported.vision_nets import Segmenter, resnet18
 
 
 def nnserve(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -87,6 +88,31 @@ def test_served_exports_answer_as_onnxruntime_and_pytorch_do(exported: tuple[Pat
         assert prediction["label"].startswith("class ") and len(prediction["top_k"]) == 5
         assert 0 < prediction["probability"] <= 1  # logits turned into probabilities
         assert sum(p["probability"] for p in prediction["top_k"]) <= 1.0 + 1e-6
+
+
+def test_open_height_and_width_stay_open_in_the_outputs_that_follow_them(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    result = nnserve("export", "--module", "tests.imported.vision_nets:Segmenter", "--input", "x:float32:3x-1x-1",
+                     "--output", "score_map", "--output", "mean_scores", "--name", "segmenter",
+                     "--repository", repository)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((repository / "segmenter" / "1" / "report.json").read_text())
+    assert "batch_7_open_axes_48" in report["parity"]["max_abs_diff"]
+    config = json.loads((repository / "segmenter" / "1" / "config.json").read_text())
+    assert [(o["name"], o["shape"]) for o in config["outputs"]] == [("score_map", [-1, 2, -1, -1]),
+                                                                     ("mean_scores", [-1, 2])]
+    assert config["inputs"][0]["shape"] == [-1, 3, -1, -1]
+    model = Segmenter().eval()
+    rng = np.random.default_rng(2)
+    with serve_subprocess(repository, ["--no-access-log"], env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}) as (url, _, _):
+        for shape in ((1, 3, 20, 36), (3, 3, 57, 31)):
+            x = rng.normal(size=shape).astype(np.float32)
+            got = via_triton(url, "segmenter", {"x": x}, ["score_map", "mean_scores"], True)
+            with torch.no_grad():
+                expected = [t.numpy() for t in model(torch.from_numpy(x))]
+            assert got["score_map"].shape == (shape[0], 2, *shape[2:])
+            np.testing.assert_allclose(got["score_map"], expected[0], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(got["mean_scores"], expected[1], rtol=1e-4, atol=1e-5)
 
 
 def test_a_module_traced_wrong_is_refused_and_nothing_is_published(tmp_path: Path) -> None:
