@@ -24,7 +24,7 @@ from service.version_policy import VersionPolicy
 
 CONFIG_FILE = "config.json"
 SCHEMA_VERSION = 2
-PLATFORMS = ("onnxruntime_onnx",)
+DEFAULT_PLATFORM = "onnxruntime_onnx"
 
 
 class _Strict(BaseModel):
@@ -156,7 +156,8 @@ class ModelConfig(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str
     version: int
-    platform: Literal["onnxruntime_onnx"] = "onnxruntime_onnx"
+    platform: str = Field(DEFAULT_PLATFORM, description="what runs the model file: a key of "
+                          "service.backends.PLATFORMS (service.loading refuses others)")
     description: str = ""
     task: str | None = Field(None, description="image-classification, sequence-classification, ... (informative)")
     max_batch_size: int | None = Field(

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from service.backends import Backend, RuntimeOptions, build_backend
+from service.backends import PLATFORMS, Backend, RuntimeOptions, build_backend
 from service.backends.onnx import CPU, CUDA, ProviderUnavailable
 from service.batch_sizes import allowed_batch_sizes
 from service.batcher import INLINE_MAX_S
-from service.config import PLATFORMS, ModelConfig, RuntimeConfig, read_config_file
+from service.config import DEFAULT_PLATFORM, ModelConfig, RuntimeConfig, read_config_file
 from service.config_from_graph import ConfigError, batch_blocker, complete_config
 from service.errors import ModelLoadFailed
 from service.report import TrainingReport
@@ -87,7 +87,7 @@ def load_version(folder: Path, name: str, version: int, settings: Settings) -> L
         samples = SampleIndex.load(folder)
     except (OSError, ValueError, ValidationError) as error:
         raise ModelLoadFailed(f"{where}: bad config.json, report.json or samples/index.json: {error}") from error
-    platform = raw.get("platform", PLATFORMS[0])
+    platform = raw.get("platform", DEFAULT_PLATFORM)
     if platform not in PLATFORMS:
         raise ModelLoadFailed(f"{where}: platform {platform!r} is not one of {list(PLATFORMS)}")
     sha = sha256_of(folder / MODEL_FILE)

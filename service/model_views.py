@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from service.backends import PLATFORMS
 from service.config import TensorConfig
 from service.datatypes import DTYPES
 from service.registry import ServedModel
@@ -102,7 +103,7 @@ def triton_config(served: ServedModel, versions: list[int]) -> dict[str, Any]:
         return out
 
     view: dict[str, Any] = {
-        "name": config.name, "platform": config.platform, "backend": "onnxruntime",
+        "name": config.name, "platform": config.platform, "backend": PLATFORMS[config.platform].backend,
         "max_batch_size": policy.max_batch_size,
         "input": [tensor(t) for t in config.inputs],
         "output": [{**tensor(t), "label_filename": ""} for t in config.outputs],

@@ -1,5 +1,5 @@
 """Backends: what runs a model file. The registry builds the one a model's config names (``platform``); a new
-runtime is one module here and one line in ``PLATFORMS``.
+runtime is one module here and one entry in ``PLATFORMS`` (``service.loading`` refuses a platform not in it).
 
 A backend reads its file's signature, runs a batch of named numpy tensors (``BYTES`` tensors as object arrays of
 ``bytes``, whatever the runtime wants inside) and returns every output by name, describes how it runs (execution
@@ -61,8 +61,14 @@ def onnxruntime_backend(path: Path, options: RuntimeOptions) -> Backend:
     return OnnxBackend(path, options)
 
 
-PLATFORMS: dict[str, Callable[[Path, RuntimeOptions], Backend]] = {"onnxruntime_onnx": onnxruntime_backend}
+@dataclass(frozen=True)
+class Platform:
+    backend: str  # Triton's name for the backend that runs this platform (its model configuration's ``backend``)
+    build: Callable[[Path, RuntimeOptions], Backend]
+
+
+PLATFORMS: dict[str, Platform] = {"onnxruntime_onnx": Platform("onnxruntime", onnxruntime_backend)}
 
 
 def build_backend(platform: str, path: Path, options: RuntimeOptions) -> Backend:
-    return PLATFORMS[platform](path, options)
+    return PLATFORMS[platform].build(path, options)

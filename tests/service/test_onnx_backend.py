@@ -162,3 +162,63 @@ def test_batches_compute_in_the_event_loop_only_where_compute_and_loop_share_a_c
     assert load_version(folder, "mlp", 1, shared).policy.inline_s == 0.003
     assert load_version(folder, "mlp", 1, shared.model_copy(update={"event_loop_compute_ms": 9})).policy.inline_s \
         == 0.003
+
+
+def test_a_model_config_overrides_the_servers_batching_settings(models_dir: Path, tmp_path: Path) -> None:
+    """``batching`` in config.json: each knob the model sets is the one its batcher runs with and Triton's
+    configuration view shows; the others stay the server's."""
+    import json
+    import shutil
+
+    from service.loading import load_version
+
+    folder = tmp_path / "mlp" / "1"
+    shutil.copytree(newest(models_dir, "mlp").parent, folder)
+    settings = Settings(providers="cpu", warmup_batch_sizes=[1], max_queue_delay_ms=2, max_queue_size=1000,
+                        batch_concurrency=1, request_timeout_ms=10_000)
+    policy = load_version(folder, "mlp", 1, settings).policy
+    assert (policy.max_queue_delay_s, policy.max_queue_size, policy.concurrency, policy.timeout_s) == \
+        (0.002, 1000, 1, 10.0)
+    config = json.loads((folder / "config.json").read_text())
+    config["batching"] = {"max_queue_delay_ms": 0, "max_queue_size": 7, "concurrency": 3, "request_timeout_ms": 250}
+    (folder / "config.json").write_text(json.dumps(config))
+    policy = load_version(folder, "mlp", 1, settings).policy
+    assert (policy.max_queue_delay_s, policy.max_queue_size, policy.concurrency, policy.timeout_s) == \
+        (0.0, 7, 3, 0.25)
+    config["batching"] = {"max_queue_size": 5}
+    (folder / "config.json").write_text(json.dumps(config))
+    policy = load_version(folder, "mlp", 1, settings).policy
+    assert (policy.max_queue_delay_s, policy.max_queue_size, policy.concurrency, policy.timeout_s) == \
+        (0.002, 5, 1, 10.0)
+
+
+def test_the_platform_a_config_names_picks_the_backend(models_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A platform registered in ``service.backends.PLATFORMS`` is built for a config that names it; one that is
+    not is refused, naming it and the known ones."""
+    import json
+    import shutil
+
+    from service import backends
+    from service.errors import ModelLoadFailed
+    from service.loading import load_version
+
+    class Counting(OnnxBackend):
+        runs = 0
+
+        def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            Counting.runs += 1
+            return super().run(feeds)
+
+    folder = tmp_path / "mlp" / "1"
+    shutil.copytree(newest(models_dir, "mlp").parent, folder)
+    config = json.loads((folder / "config.json").read_text())
+    settings = Settings(providers="cpu", warmup_batch_sizes=[1])
+    config["platform"] = "tensorrt_plan"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadFailed, match=r"platform 'tensorrt_plan' is not one of \['onnxruntime_onnx'\]"):
+        load_version(folder, "mlp", 1, settings)
+    monkeypatch.setitem(backends.PLATFORMS, "tensorrt_plan", backends.Platform("counting", Counting))
+    loaded = load_version(folder, "mlp", 1, settings)
+    assert isinstance(loaded.backend, Counting) and Counting.runs > 0  # its warm-up ran on it
+    assert loaded.config.platform == "tensorrt_plan"
