@@ -1,6 +1,7 @@
 """Real models nobody here wrote, served after ``nnserve import``: the ``onnx`` package's test models against
 their reference outputs, a pretrained document-orientation classifier answering picture uploads with its labels,
-a text detector taking pictures of any size, and a voice-activity model with a recurrent state."""
+a text detector taking pictures of any size, and a voice-activity model with a recurrent state; bad input for them
+refused naming what was expected and what came, while a valid request beside it is answered."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import io
 import httpx
 import numpy as np
 import onnx
+import orjson
 import pytest
 from onnx import numpy_helper
 from PIL import Image, ImageDraw, ImageFont
@@ -124,3 +126,44 @@ def test_a_stateful_voice_activity_model_runs_unbatched_with_its_state(served: S
         assert_same(got["output"], expected["output"], "output")
         assert_same(got["stateN"], expected["stateN"], "stateN")
         state = got["stateN"]
+
+
+def _binary_body(name: str, array: np.ndarray, datatype: str = "FP32", shape: list[int] | None = None) -> dict:
+    head = orjson.dumps({"inputs": [{"name": name, "shape": shape or list(array.shape), "datatype": datatype,
+                                     "parameters": {"binary_data_size": array.nbytes}}]})
+    return {"content": head + array.tobytes(), "headers": {"Inference-Header-Content-Length": str(len(head))}}
+
+
+PICTURE = (1, 3, 224, 224)
+NAN_PICTURE = np.zeros(PICTURE, np.float32)
+NAN_PICTURE[0, 1, 2, 3] = np.nan
+BAD_FOR_REAL_MODELS = [
+    ("FP64 for FP32", "orientation", _binary_body("x", np.zeros(PICTURE), "FP64"), "invalid_datatype",
+     ["input 'x'", "expected datatype FP32", "'FP64'"]),
+    ("a picture a pixel too wide", "orientation", _binary_body("x", np.zeros((1, 3, 224, 225), np.float32)),
+     "invalid_shape", ["expected shape [-1, 3, 224, 224]", "received [1, 3, 224, 225]"]),
+    ("a NaN pixel", "orientation", _binary_body("x", NAN_PICTURE), "invalid_value", ["1 value(s) are NaN"]),
+    ("two pictures for a fixed batch of one", "onnx-resnet50",
+     _binary_body("gpu_0/data_0", np.zeros((2, 3, 224, 224), np.float32)), "invalid_shape",
+     ["expected shape [1, 3, 224, 224]", "received [2, 3, 224, 224]"]),
+    ("bytes that do not fill the shape", "text-detector",
+     _binary_body("x", np.zeros((1, 3, 64, 64), np.float32), shape=[1, 3, 64, 65]), "invalid_shape",
+     ["shape [1, 3, 64, 65] of FP32 needs 49920 bytes", "binary_data_size is 49152"]),
+]
+
+
+@pytest.mark.parametrize("model,request_kwargs,code,words", [b[1:] for b in BAD_FOR_REAL_MODELS],
+                         ids=[b[0] for b in BAD_FOR_REAL_MODELS])
+async def test_bad_input_for_a_real_model_fails_alone(served: Served, model: str, request_kwargs: dict, code: str,
+                                                      words: list[str]) -> None:
+    x = np.random.default_rng(4).normal(size=PICTURE).astype(np.float32)
+    async with httpx.AsyncClient(base_url=served.url, timeout=60) as client:
+        bad, good = await asyncio.gather(client.post(f"/v2/models/{model}/infer", **request_kwargs),
+                                         post_binary(client, "orientation", {"x": x}))
+    assert bad.status_code == 400, bad.text
+    assert bad.json()["code"] == code
+    for word in words:
+        assert word in bad.json()["error"], bad.json()["error"]
+    expected = direct(served.repository / "orientation" / "1" / "model.onnx", {"x": x})
+    for name, array in expected.items():
+        assert_same(good[name], array, name)
