@@ -6,7 +6,8 @@ The file is copied into a hidden version folder with a config made of what the u
 exactly what a server does at start-up (onnxruntime loads it, the signature is read and the config completed and
 checked against it, batching decided and probed, one warm-up inference run); only if all of that succeeds is the
 completed config written and the folder renamed into place as the next version. Whatever fails, nothing is
-published and the message names the file and the reason.
+published and the message names the file and the reason. A model that keeps tensors in files beside it (ONNX
+external data, ``service.onnx_external_data``) has them copied into the version folder with it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from service.config import CONFIG_FILE, ModelConfig
 from service.errors import ModelLoadFailed
 from service.loading import LoadedVersion, load_version
+from service.onnx_external_data import MalformedModel, external_data_locations, unsafe_location
 from service.report import TrainingReport
 from service.repository import MODEL_FILE, check_model_name, publish
 from service.settings import Settings
@@ -96,6 +98,29 @@ def requested_config(options: ImportOptions) -> dict[str, Any]:
     return raw
 
 
+RESERVED = frozenset({MODEL_FILE, CONFIG_FILE, "report.json", "samples"})  # a version folder's own names
+
+
+def external_data_files(source: Path) -> list[str]:
+    """The files, relative to its folder, in which ``source`` keeps tensors: each a regular file inside that
+    folder, none named as a version folder's own files."""
+    try:
+        locations = external_data_locations(source.read_bytes())
+    except (OSError, MalformedModel):  # not a model: onnxruntime's refusal names what is wrong with it
+        return []
+    folder = source.parent.resolve()
+    for location in locations:
+        why = unsafe_location(location)
+        if why is None and PurePosixPath(location).parts[0] in RESERVED:
+            why = "has the name of a file nnserve writes beside model.onnx"
+        path = source.parent / location
+        if why is None and not (path.is_file() and path.resolve().is_relative_to(folder)):
+            why = f"is not a file in {source.parent}"
+        if why is not None:
+            raise ImportFailed(f"its external data file {location!r} {why}")
+    return locations
+
+
 def import_model(source: Path, options: ImportOptions, settings: Settings | None = None,
                  report: TrainingReport | None = None) -> LoadedVersion:
     """Publish ``source`` (with ``report`` beside it, if any) as the next version of ``options.name``; return what
@@ -107,11 +132,15 @@ def import_model(source: Path, options: ImportOptions, settings: Settings | None
         raw = requested_config(options)
     except (ValueError, OSError) as error:  # json.JSONDecodeError is a ValueError
         raise ImportFailed(str(error)) from error
+    external_files = external_data_files(source)
     settings = settings or Settings(providers="cpu", warmup_batch_sizes=[1], repository=options.repository)
     loaded: list[LoadedVersion] = []
 
     def prepare(folder: Path, version: int) -> None:
         shutil.copyfile(source, folder / MODEL_FILE)
+        for location in external_files:
+            (folder / location).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source.parent / location, folder / location)
         (folder / CONFIG_FILE).write_text(json.dumps(raw))
         if report is not None:
             report.dump(folder)
@@ -135,6 +164,10 @@ def summary(source: Path, loaded: LoadedVersion) -> str:
     size = (loaded.folder / MODEL_FILE).stat().st_size
     lines = [f"published {config.name} version {config.version} at {loaded.folder}",
              f"  file        {source} ({size / 1e6:.1f} MB, sha256 {config.sha256})"]
+    external = external_data_files(loaded.folder / MODEL_FILE)
+    if external:
+        megabytes = sum((loaded.folder / f).stat().st_size for f in external) / 1e6
+        lines.append(f"  external data {', '.join(external)} ({megabytes:.1f} MB, copied beside model.onnx)")
     lines += [f"  input       {t.describe()}" for t in config.inputs]
     lines += [f"  output      {t.describe()}" for t in config.outputs]
     open_axes = [f"{t.name}: {[i for i, d in enumerate(t.shape) if d == -1]}" for t in config.inputs + config.outputs

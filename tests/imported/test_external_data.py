@@ -1,0 +1,121 @@
+"""A model that keeps its tensors in files beside it (ONNX external data, as models over 2 GiB must): ``nnserve
+import`` finds every such file without the ``onnx`` package, copies them into the version folder, and the served
+model answers as onnxruntime does on the original; a location outside the model's folder is refused."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper, numpy_helper
+
+from service import onnx_external_data as ext
+from service.hosting.launcher import serve_subprocess
+from service.importer import ImportFailed, ImportOptions, import_model
+from tests.imported.clients import assert_same, direct, via_triton
+
+RNG = np.random.default_rng(9)
+
+
+def build(folder: Path, one_file: bool) -> Path:
+    """y = relu(x @ w1 + b1) @ w2, then + c where a Constant node holds c and, in an ``If`` branch, + d: tensors in
+    initializers, a node's attribute and a subgraph, all saved as external data."""
+    w1, b1, w2 = (numpy_helper.from_array(RNG.normal(size=s).astype(np.float32), n)
+                  for n, s in (("w1", (4, 8)), ("b1", (8,)), ("w2", (8, 3))))
+    c = numpy_helper.from_array(RNG.normal(size=(3,)).astype(np.float32), "c_value")
+    d = numpy_helper.from_array(RNG.normal(size=(3,)).astype(np.float32), "d")
+    branch = helper.make_graph([helper.make_node("Add", ["z", "d"], ["out"])], "then",
+                               [], [helper.make_tensor_value_info("out", T.FLOAT, ["N", 3])], [d])
+    other = helper.make_graph([helper.make_node("Identity", ["z"], ["out2"])], "else",
+                              [], [helper.make_tensor_value_info("out2", T.FLOAT, ["N", 3])])
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["m"]),
+             helper.make_node("Constant", [], ["c"], value=c), helper.make_node("Add", ["m", "c"], ["z"]),
+             helper.make_node("Constant", [], ["flag"], value=helper.make_tensor("f", T.BOOL, [], [True])),
+             helper.make_node("If", ["flag"], ["y"], then_branch=branch, else_branch=other)]
+    graph = helper.make_graph(nodes, "external", [helper.make_tensor_value_info("x", T.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, ["N", 3])], [w1, b1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    folder.mkdir(parents=True)
+    path = folder / "net.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=one_file,
+                    location="net.bin" if one_file else None, size_threshold=0, convert_attribute=True)
+    return path
+
+
+def written_beside(path: Path) -> set[str]:
+    return {str(p.relative_to(path.parent)) for p in path.parent.rglob("*") if p.is_file() and p != path}
+
+
+def test_the_wire_format_field_numbers_are_onnx_protos() -> None:
+    messages = {ext.MODEL: onnx.ModelProto, ext.GRAPH: onnx.GraphProto, ext.NODE: onnx.NodeProto,
+                ext.ATTRIBUTE: onnx.AttributeProto, ext.FUNCTION: onnx.FunctionProto,
+                ext.SPARSE: onnx.SparseTensorProto, ext.TENSOR: onnx.TensorProto, ext.TRAINING: onnx.TrainingInfoProto}
+    for kind, fields in ext.HOLDS.items():
+        descriptor = messages[kind].DESCRIPTOR
+        for number, held in fields.items():
+            field = descriptor.fields_by_number[number]
+            assert field.message_type is messages[held].DESCRIPTOR, (descriptor.name, field.name)
+    tensor = onnx.TensorProto.DESCRIPTOR
+    assert tensor.fields_by_name["external_data"].number == ext.TENSOR_EXTERNAL_DATA
+    assert tensor.fields_by_name["data_location"].number == ext.TENSOR_DATA_LOCATION
+    assert onnx.TensorProto.EXTERNAL == 1
+    entry = onnx.StringStringEntryProto.DESCRIPTOR
+    assert (entry.fields_by_name["key"].number, entry.fields_by_name["value"].number) == (ext.ENTRY_KEY,
+                                                                                          ext.ENTRY_VALUE)
+
+
+@pytest.mark.parametrize("one_file", [True, False], ids=["one file", "a file per tensor"])
+def test_every_file_the_model_names_is_found(tmp_path: Path, one_file: bool) -> None:
+    path = build(tmp_path / "src", one_file)
+    found = ext.external_data_locations(path.read_bytes())
+    assert set(found) == written_beside(path) and len(found) == len(set(found))
+    assert len(found) == (1 if one_file else 5)  # w1, b1, w2, the Constant node's c, the branch's d
+    no_external = onnx.load(str(path))  # loads the data back in
+    assert ext.external_data_locations(no_external.SerializeToString()) == []
+    with pytest.raises(ext.MalformedModel):
+        ext.external_data_locations(b"\x3a\xff\xff\x01not a model")
+
+
+def test_an_imported_model_with_external_data_serves_from_its_own_copy(tmp_path: Path) -> None:
+    path = build(tmp_path / "src", one_file=True)
+    x = RNG.normal(size=(5, 4)).astype(np.float32)
+    expected = direct(path, {"x": x})
+    repository = tmp_path / "models"
+    result = subprocess.run([sys.executable, "-m", "service.cli", "import", str(path), "--name", "external",
+                             "--repository", str(repository)], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert "external data net.bin" in result.stdout
+    version = repository / "external" / "1"
+    assert (version / "net.bin").read_bytes() == (path.parent / "net.bin").read_bytes()
+    shutil.rmtree(path.parent)  # the served version needs nothing of the source folder
+    with serve_subprocess(repository, ["--no-access-log"], env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}) as (url, _, _):
+        for binary in (True, False):
+            assert_same(via_triton(url, "external", {"x": x}, ["y"], binary)["y"], expected["y"], f"binary={binary}")
+
+
+@pytest.mark.parametrize("location,why", [("../outside.bin", "leaves the model's folder"),
+                                          ("/etc/passwd", "leaves the model's folder"),
+                                          ("config.json", "has the name of a file nnserve writes"),
+                                          ("missing.bin", "is not a file in")])
+def test_a_location_outside_the_folder_is_refused_and_nothing_written(tmp_path: Path, location: str,
+                                                                      why: str) -> None:
+    path = build(tmp_path / "src", one_file=True)
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(model, str(path))
+    (tmp_path / "outside.bin").write_bytes((path.parent / "net.bin").read_bytes())
+    with pytest.raises(ImportFailed, match=f"external data file '{location}' {why}"):
+        import_model(path, ImportOptions(name="refused", repository=tmp_path / "models"))
+    assert not (tmp_path / "models" / "refused").exists()
