@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from service.bench.bare_server import bare_server
 from service.bench.baseline import Side, compare
 from service.bench.beside import Beside, milliseconds, running_beside
 from service.bench.beside import parse as parse_beside
@@ -32,7 +33,7 @@ from service.bench.shared_payloads import payload_for
 from service.hosting.launcher import free_port, serve_subprocess
 from service.loading import LoadedVersion, load_version
 from service.repository import list_versions
-from service.settings import Settings
+from service.settings import Settings, default_workers, usable_cpus
 
 
 @dataclass
@@ -193,6 +194,52 @@ def table(rows: list[Row], raw_best: dict[str, tuple[float, str]], unbatched: di
     return "\n".join(lines)
 
 
+def server_processes(server_args: str) -> int:
+    """How many processes the started server runs: ``--workers`` if given, else its default on the CPU."""
+    args = shlex.split(server_args)
+    for i, arg in enumerate(args):
+        if arg == "--workers" and i + 1 < len(args):
+            return int(args[i + 1])
+        if arg.startswith("--workers="):
+            return int(arg.split("=", 1)[1])
+    return default_workers("cpu", usable_cpus(), cuda_offered=False)
+
+
+def cpu_ms_per_request(row: Row) -> tuple[float, float]:
+    """(server, client) CPU milliseconds per request, over every core."""
+    cores = os.cpu_count() or 1
+    requests = max(row.load.requests, 1)
+    return row.server_cpu * cores * row.load.seconds * 1000 / requests, row.load.client_cpu_s * 1000 / requests
+
+
+def bare_table(rows: list[Row], bare: dict[tuple[str, str, int], Row], raw_best: dict[str, tuple[float, str]]
+               ) -> str:
+    """nnserve's CPU per request beside the bare server's on the same requests (and what of nnserve's is beyond the
+    compute its samples take at the raw ceiling), and the share of raw onnxruntime a server costing only the bare
+    one's CPU could reach: each core computes a sample in ``cores / raw`` seconds, and every request also costs the
+    bare server's and the client's CPU on the same cores."""
+    head = ["model", "protocol", "conc.", "bare req/s", "bare errors", "bare server CPU ms/req",
+            "bare client CPU ms/req", "nnserve server CPU ms/req", "of it beyond raw compute",
+            "nnserve client CPU ms/req", "% of raw at most", "nnserve % of raw"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cores = os.cpu_count() or 1
+    for r in rows:
+        b = bare.get((r.model, r.protocol, r.concurrency))
+        if b is None:
+            continue
+        best = raw_best[r.model][0]
+        bare_server_ms, bare_client_ms = cpu_ms_per_request(b)
+        server_ms, client_ms = cpu_ms_per_request(r)
+        compute_ms = cores / best * 1000 * r.samples_per_request
+        at_most = compute_ms / (compute_ms + bare_server_ms + bare_client_ms)
+        lines.append("| " + " | ".join([
+            r.model, r.protocol, str(r.concurrency), f"{b.load.rps:,.0f}", str(b.load.errors),
+            f"{bare_server_ms:.3f}", f"{bare_client_ms:.3f}", f"{server_ms:.3f}", f"{server_ms - compute_ms:.3f}",
+            f"{client_ms:.3f}",
+            f"{at_most:.0%}", f"{r.samples_per_s / best:.0%}"]) + " |")
+    return "\n".join(lines)
+
+
 def environment() -> str:
     import onnxruntime
 
@@ -290,8 +337,20 @@ def bench(args: argparse.Namespace) -> int:
                          for r in run_matrix(Server(url, pid), argparse.Namespace(**{**vars(args), "beside": None,
                                                                                      "protocols": protocols}),
                                              models)}
+    bare: dict[tuple[str, str, int], Row] = {}
+    if args.bare:
+        protocols = ",".join(p for p in args.protocols.split(",") if p in ("predict", "v2-json", "v2-binary"))
+        processes = server_processes(args.server_args)
+        print(f"bare: the body read, a fixed 200, {processes} process(es) ({protocols}):", flush=True)
+        with bare_server(free_port(), processes) as (url, pid):
+            bare = {(r.model, r.protocol, r.concurrency): r
+                    for r in run_matrix(Server(url, pid), argparse.Namespace(**{**vars(args), "beside": None,
+                                                                                "protocols": protocols}), models)}
     raw_best = ceilings(raw_before, raw_after)
     text = table(rows, raw_best, unbatched, reference)
+    if bare:
+        text += "\n\nThe least a Python server can do per request (--bare), beside nnserve's:\n\n" + \
+            bare_table(rows, bare, raw_best)
     pairs = variant_pairs(loaded)
     if pairs:
         text += "\n\nINT8 variants beside their sources (served, same server, alternated):\n\n" + \

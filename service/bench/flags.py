@@ -28,6 +28,11 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
                         help="also bench the same models behind the simplest FastAPI endpoint calling onnxruntime in "
                              "its event loop (service/bench/reference_server.py; OIP protocols) and report what "
                              "nnserve adds to p50")
+    parser.add_argument("--bare", action="store_true",
+                        help="also load the least a Python server can do per HTTP request, as many processes as the "
+                             "started server's (service/bench/bare_server.py: the body read into one buffer, a "
+                             "fixed 200) and report its CPU per request beside nnserve's, and the share of raw "
+                             "onnxruntime a server costing only that could reach")
     parser.add_argument("--soak", type=float, default=0.0,
                         help="seconds of one long run (first model and protocol, highest concurrency) "
                              "reporting the server's RSS growth")

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+
+from service.bench.helper_process import helper_server
 
 
 def build_app(repository: Path, models: list[str]) -> FastAPI:
@@ -62,30 +60,11 @@ def build_app(repository: Path, models: list[str]) -> FastAPI:
 @contextlib.contextmanager
 def reference_server(repository: Path, models: list[str], port: int) -> Iterator[tuple[str, int]]:
     """Start it on 127.0.0.1:``port``; yield (url, pid) once it answers; stop it."""
-    process = subprocess.Popen([sys.executable, "-m", "service.bench.reference_server", "--repository",
-                                str(repository), "--port", str(port), "--models", ",".join(models)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the reference server exited: {process.stderr.read().decode()[-2000:]}"
-                                   if process.stderr else "the reference server exited")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("the reference server did not start within 60 s")
-            time.sleep(0.2)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with helper_server("service.bench.reference_server", ["--repository", str(repository), "--port", str(port),
+                                                           "--models", ",".join(models)],
+                       f"{url}/v2/health/ready", timeout_s=60) as pid:
+        yield url, pid
 
 
 def main() -> None:
