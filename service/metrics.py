@@ -14,8 +14,33 @@ import functools
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
+
+_pid = os.getpid()
+
+
+def _this_process() -> int:
+    return _pid
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _pid_without_a_system_call() -> None:
+    """In multiprocess mode prometheus-client asks ``os.getpid()`` at every ``inc``/``observe`` whether the
+    process forked: 19 system calls a request here (strace). Its documented hook, a process identifier
+    (``values.MultiProcessValue``), gets this process's pid, kept up to date across forks. Done at import,
+    before any metric exists: metrics take ``values.ValueClass`` when they are made
+    (``tests/service/test_metrics_pid.py`` checks both)."""
+    if getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue(_this_process)  # type: ignore[no-untyped-call]
+
+
+os.register_at_fork(after_in_child=_forked)
+_pid_without_a_system_call()
 
 # Latency buckets from 100 µs to 10 s: a lone MLP request is ~0.3 ms, a saturated ResNet queue ~100 ms.
 LATENCY_BUCKETS = (
