@@ -167,3 +167,62 @@ def test_a_failed_record_write_registers_nothing_and_a_bad_record_leaks_no_descr
         with pytest.raises(ValueError):
             other.status()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_at_most_max_regions_are_registered(tmp_path: Path, shm_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import shared_memory
+
+    monkeypatch.setattr(shared_memory, "MAX_REGIONS", 3)
+    one, other, shm = regions_pair(tmp_path, shm_root)
+    (shm / "obj").write_bytes(bytes(8))
+    for name in ("a", "b", "c"):
+        one.register(name, "/obj", 0, 8)
+    with pytest.raises(InvalidSharedMemory, match="3 shared memory regions are registered, the most this server"):
+        other.register("d", "/obj", 0, 8)
+    one.unregister("b")
+    other.register("d", "/obj", 0, 8)
+    assert sorted(r.name for r in one.status()) == ["a", "c", "d"]
+
+
+def test_transfers_larger_than_one_system_call_move_whole(tmp_path: Path, shm_root: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux moves at most ~2 GiB per read or write: a transfer goes in ``CHUNK``-sized pieces (7 bytes here)."""
+    from service import shared_memory
+
+    monkeypatch.setattr(shared_memory, "CHUNK", 7)
+    one, _, shm = regions_pair(tmp_path, shm_root)
+    (shm / "obj").write_bytes(bytes(100))
+    one.register("r", "/obj", 3, 90)
+    payload = bytes(range(1, 51))
+    one.place("r", 5, 50, "output 'y'").write(payload)
+    assert (shm / "obj").read_bytes()[8:58] == payload
+    assert bytes(one.place("r", 5, 50, "input 'x'").read()) == payload
+
+
+def test_inputs_read_from_shared_memory_hold_body_bytes_until_released(tmp_path: Path, shm_root: Path) -> None:
+    """Each input read counts against the request's --max-body-bytes and the process's bytes in flight; the bytes
+    are given back on release, after a refusal too."""
+    from service.errors import Overloaded, PayloadTooLarge
+    from service.hosting.body_budget import BodyBudget
+    from service.shared_memory import SharedAccess
+
+    one, _, shm = regions_pair(tmp_path, shm_root)
+    (shm / "obj").write_bytes(bytes(range(64)))
+    one.register("r", "/obj", 0, 64)
+    budget = BodyBudget(capacity=100)
+    access = SharedAccess(one, "127.0.0.1", limit=40, budget=budget)
+    assert bytes(access.read(one.place("r", 0, 16, "input 'a'"))) == bytes(range(16))
+    assert bytes(access.read(one.place("r", 16, 16, "input 'b'"))) == bytes(range(16, 32))
+    assert (access.taken, budget.held) == (32, 32)
+    with pytest.raises(PayloadTooLarge, match="input 'c': 48 bytes of inputs in shared memory; the limit is 40"):
+        access.read(one.place("r", 32, 16, "input 'c'"))
+    assert budget.held == 32  # the refused input took nothing
+    access.release()
+    assert (access.taken, budget.held) == (0, 0)
+    budget.held = 90  # other requests' bodies in flight
+    crowded = SharedAccess(one, "127.0.0.1", limit=40, budget=budget)
+    with pytest.raises(Overloaded, match="--max-body-bytes-in-flight"):
+        crowded.read(one.place("r", 0, 16, "input 'a'"))
+    crowded.release()
+    assert budget.held == 90
+
