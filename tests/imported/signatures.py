@@ -2,7 +2,8 @@
 
 Every datatype both ways, FP16, a model quantized by ``onnxruntime.quantization``, a uint8 NHWC image input
 with labels, BOOL and BYTES, several inputs and outputs, a scalar input, a state whose batch axis is its second,
-no batch axis, a fixed batch of 1, open height and width, a first axis open everywhere that is still no batch axis.
+no batch axis, a fixed batch of 1, open height and width, a first axis open everywhere that is still no batch axis,
+sequences of any length declared ragged (padded across a batch) with their lengths beside them.
 """
 
 from __future__ import annotations
@@ -147,6 +148,32 @@ def rows_not_kept(path: Path) -> None:
                             [_io("x", "FP32", ["N", 4])], [_io("y", "FP32", ["M", 2])], [shape]), path)
 
 
+def ragged_sum(path: Path) -> None:
+    """total[n] = the sum of seq[n, t] over t < lengths[n]: padding after a sequence changes nothing."""
+    one = helper.make_tensor("one", T.INT64, [], [1])
+    zero = helper.make_tensor("zero", T.INT64, [], [0])
+    axis = helper.make_tensor("axis", T.INT64, [1], [1])
+    nodes = [helper.make_node("Shape", ["seq"], ["shape"]), helper.make_node("Gather", ["shape", "one"], ["steps"]),
+             helper.make_node("Range", ["zero", "steps", "one"], ["t"]),
+             helper.make_node("Unsqueeze", ["lengths", "axis"], ["limit"]),
+             helper.make_node("Less", ["t", "limit"], ["valid"]),  # [N, T]
+             helper.make_node("Cast", ["valid"], ["weight"], to=T.FLOAT),
+             helper.make_node("Unsqueeze", ["weight", "two"], ["weight3"]),
+             helper.make_node("Mul", ["seq", "weight3"], ["kept"]),
+             helper.make_node("ReduceSum", ["kept", "axis"], ["total"], keepdims=0)]
+    two = helper.make_tensor("two", T.INT64, [1], [2])
+    _save(helper.make_graph(nodes, "ragged_sum", [_io("seq", "FP32", ["N", "T", 3]), _io("lengths", "INT64", ["N"])],
+                            [_io("total", "FP32", ["N", 3])], [one, zero, axis, two]), path)
+
+
+def ragged_feeds(rows: int, steps: int) -> dict[str, np.ndarray]:
+    lengths = RNG.integers(1, steps, size=rows, endpoint=True)
+    seq = RNG.normal(size=(rows, steps, 3)).astype(np.float32)
+    for row, length in enumerate(lengths):
+        seq[row, length:] = 0.0  # as a client pads its own rows
+    return {"seq": seq, "lengths": lengths.astype(np.int64)}
+
+
 def quantized_mlp(models_dir: Path) -> Callable[[Path], None]:
     """The committed MLP with int8 weights, by onnxruntime.quantization's dynamic quantisation."""
     def build(path: Path) -> None:
@@ -180,6 +207,9 @@ def signatures(models_dir: Path) -> list[Signature]:
         Signature("no-batch-axis", no_batch_axis, lambda n: {"x": random_values("FP32", (5,))}, batches=False),
         Signature("fixed-batch-1", fixed_batch_one, lambda n: {"x": random_values("FP32", (1, 4))}, batches=False),
         Signature("rows-not-kept", rows_not_kept, lambda n: {"x": random_values("FP32", (n, 4))}, batches=False),
+        Signature("ragged-sum", ragged_sum, lambda n: ragged_feeds(n, 3 + n), batches=True,
+                  config={"ragged": [{"input": "seq", "axis": 1, "lengths_input": "lengths"}],
+                          "batching": {"max_queue_delay_ms": 30}}),  # concurrent requests surely batch
         Signature("open-height-width", open_height_width,
                   lambda n: {"x": random_values("FP32", (n, 1, 8 + n, 12))}, batches=True),
     ]

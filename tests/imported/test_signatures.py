@@ -18,11 +18,11 @@ from tritonclient.utils import np_to_triton_dtype
 
 from tests.imported.clients import assert_same, direct, post_binary, via_triton
 from tests.imported.conftest import Served
-from tests.imported.signatures import random_values
+from tests.imported.signatures import ragged_feeds, random_values
 from tests.service.conftest import metric_value
 
 NAMES = ["all-types", "fp16", "quantized-mlp", "uint8-image", "bool-bytes", "multi-io", "scalar-input",
-         "state-second-axis", "no-batch-axis", "fixed-batch-1", "rows-not-kept", "open-height-width"]
+         "state-second-axis", "no-batch-axis", "fixed-batch-1", "rows-not-kept", "ragged-sum", "open-height-width"]
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -93,6 +93,26 @@ async def test_a_model_whose_rows_are_not_kept_answers_each_request_alone(served
         results = await asyncio.gather(*[post_binary(client, "rows-not-kept", {"x": x}) for x in inputs])
     for x, result in zip(inputs, results, strict=True):
         assert_same(result["y"], direct(model_file, {"x": x})["y"], f"y for {x.shape}")
+
+
+async def test_sequences_of_different_lengths_share_padded_batches_each_answered_as_alone(served: Served) -> None:
+    """A ragged axis: requests of different lengths join one batch, padded to its longest, and each answer is the
+    one its request gets alone (here: onnxruntime on that request's tensors as sent)."""
+    model_file = served.repository / "ragged-sum" / "1" / "model.onnx"
+    inputs = [ragged_feeds(1 + i % 3, 2 + i % 7) for i in range(36)]
+    before = httpx.get(f"{served.url}/metrics").text
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+        results = await asyncio.gather(*[post_binary(client, "ragged-sum", feeds) for feeds in inputs])
+    for feeds, result in zip(inputs, results, strict=True):
+        assert_same(result["total"], direct(model_file, feeds)["total"], f"total for {feeds['seq'].shape}")
+    after = httpx.get(f"{served.url}/metrics").text
+    batches = metric_value(after, "nnserve_batch_size_count", model="ragged-sum") - \
+        metric_value(before, "nnserve_batch_size_count", model="ragged-sum")
+    lengths = len({f["seq"].shape[1] for f in inputs})
+    # unpadded, each process would need a batch per length at least; its queue waits 30 ms (its config) to fill
+    assert batches < lengths, f"{batches} batches for {len(inputs)} requests of {lengths} lengths"
+    config = httpx.get(f"{served.url}/v2/models/ragged-sum/config").json()
+    assert config["input"][0]["allow_ragged_batch"] is True, config
 
 
 def _json(name: str, datatype: str, shape: list[int], data: Any) -> dict[str, Any]:
