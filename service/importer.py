@@ -111,7 +111,7 @@ def external_data_files(source: Path) -> list[str]:
     folder = source.parent.resolve()
     for location in locations:
         why = unsafe_location(location)
-        if why is None and PurePosixPath(location).parts[0] in RESERVED:
+        if why is None and PurePosixPath(location).parts[0].lower() in RESERVED:
             why = "has the name of a file nnserve writes beside model.onnx"
         path = source.parent / location
         if why is None and not (path.is_file() and path.resolve().is_relative_to(folder)):
@@ -164,10 +164,12 @@ def summary(source: Path, loaded: LoadedVersion) -> str:
     size = (loaded.folder / MODEL_FILE).stat().st_size
     lines = [f"published {config.name} version {config.version} at {loaded.folder}",
              f"  file        {source} ({size / 1e6:.1f} MB, sha256 {config.sha256})"]
-    external = external_data_files(loaded.folder / MODEL_FILE)
+    external = sorted(str(p.relative_to(loaded.folder)) for p in loaded.folder.rglob("*")
+                      if p.is_file() and p.relative_to(loaded.folder).parts[0].lower() not in RESERVED)
     if external:
         megabytes = sum((loaded.folder / f).stat().st_size for f in external) / 1e6
-        lines.append(f"  external data {', '.join(external)} ({megabytes:.1f} MB, copied beside model.onnx)")
+        lines.append(f"  data files  {', '.join(external)} ({megabytes:.1f} MB of external data, copied beside "
+                     f"model.onnx)")
     lines += [f"  input       {t.describe()}" for t in config.inputs]
     lines += [f"  output      {t.describe()}" for t in config.outputs]
     open_axes = [f"{t.name}: {[i for i, d in enumerate(t.shape) if d == -1]}" for t in config.inputs + config.outputs

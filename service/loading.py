@@ -32,7 +32,7 @@ from service.config import DEFAULT_PLATFORM, ModelConfig, RuntimeConfig, read_co
 from service.config_from_graph import ConfigError, batch_blocker, complete_config
 from service.errors import ModelLoadFailed
 from service.report import TrainingReport
-from service.repository import MODEL_FILE, sha256_of
+from service.repository import MODEL_FILE, model_bytes, sha256_of
 from service.samples import SampleIndex
 from service.settings import Settings, usable_cpus
 from service.warmup import batching_problem, describe_feeds, example_feeds
@@ -88,7 +88,7 @@ def load_version(folder: Path, name: str, version: int, settings: Settings) -> L
     except (OSError, ValueError, ValidationError) as error:
         raise ModelLoadFailed(f"{where}: bad config.json, report.json or samples/index.json: {error}") from error
     platform = raw.get("platform", DEFAULT_PLATFORM)
-    if platform not in PLATFORMS:
+    if not isinstance(platform, str) or platform not in PLATFORMS:
         raise ModelLoadFailed(f"{where}: platform {platform!r} is not one of {list(PLATFORMS)}")
     sha = sha256_of(folder / MODEL_FILE)
     if raw.get("sha256") not in (None, sha):
@@ -103,7 +103,7 @@ def load_version(folder: Path, name: str, version: int, settings: Settings) -> L
         config = complete_config(raw, backend.signature, name=name, version=version, sha256=sha)
     except ConfigError as error:
         raise ModelLoadFailed(f"{where}: {error}") from error
-    policy = _decide_batching(backend, config, settings, where, (folder / MODEL_FILE).stat().st_size)
+    policy = _decide_batching(backend, config, settings, where, model_bytes(folder))
     signature = backend.signature
     shapes = describe_feeds(example_feeds(config, signature, 1))
     try:

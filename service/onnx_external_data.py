@@ -20,7 +20,7 @@ HOLDS: dict[int, dict[int, int]] = {
     GRAPH: {1: NODE, 5: TENSOR, 15: SPARSE},
     NODE: {5: ATTRIBUTE},
     ATTRIBUTE: {5: TENSOR, 6: GRAPH, 10: TENSOR, 11: GRAPH, 22: SPARSE, 23: SPARSE},
-    FUNCTION: {7: NODE},
+    FUNCTION: {7: NODE, 11: ATTRIBUTE},
     SPARSE: {1: TENSOR, 2: TENSOR},
     TRAINING: {1: GRAPH, 2: GRAPH},
 }
@@ -75,7 +75,10 @@ def _tensor_location(fields: list[tuple[int, int, int | memoryview]]) -> str | N
         return None
     for number, _, value in fields:
         if number == TENSOR_EXTERNAL_DATA and isinstance(value, memoryview):
-            entry = {n: bytes(v).decode() for n, _, v in _fields(value) if isinstance(v, memoryview)}
+            try:
+                entry = {n: bytes(v).decode() for n, _, v in _fields(value) if isinstance(v, memoryview)}
+            except UnicodeDecodeError as error:
+                raise MalformedModel(f"an external data entry is not UTF-8 text ({error})") from None
             if entry.get(ENTRY_KEY) == "location":
                 return entry.get(ENTRY_VALUE, "")
     raise MalformedModel("a tensor whose data is external names no location")
@@ -102,8 +105,10 @@ def external_data_locations(model: bytes) -> list[str]:
 def unsafe_location(location: str) -> str | None:
     """Why a location may not be copied (it must name a file inside the model's folder), or None."""
     path = PurePosixPath(location)
-    if not location or "\\" in location or "\0" in location:
+    if not path.parts or "\\" in location or "\0" in location:
         return "is empty or holds a backslash or NUL"
     if path.is_absolute() or ".." in path.parts:
         return "leaves the model's folder"
+    if any(part.startswith(".") for part in path.parts):
+        return "is hidden, or in a hidden folder"
     return None

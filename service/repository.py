@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from service.samples import SAMPLES_DIR
+
 MODEL_FILE = "model.onnx"
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -47,13 +49,20 @@ def list_models(root: Path) -> list[str]:
 
 
 def newest_model_bytes(root: Path, names: list[str] | None = None) -> int:
-    """The size of each model's newest model.onnx (of ``names``, or every model), added up."""
+    """The size of each model's newest version (of ``names``, or every model), added up."""
     total = 0
     for name in names or list_models(root):
         versions = list_versions(root / name)
         if versions:
-            total += (version_dir(root, name, versions[-1]) / MODEL_FILE).stat().st_size
+            total += model_bytes(version_dir(root, name, versions[-1]))
     return total
+
+
+def model_bytes(folder: Path) -> int:
+    """What a version's model weighs: ``model.onnx`` and every other file beside it but the samples (a model over
+    2 GiB keeps its tensors in external data files, its ``model.onnx`` a few kilobytes)."""
+    return sum(p.stat().st_size for p in folder.rglob("*")
+               if p.is_file() and p.relative_to(folder).parts[0] != SAMPLES_DIR)
 
 
 def version_dir(root: Path, name: str, version: int) -> Path:

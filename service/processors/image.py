@@ -149,7 +149,7 @@ def decode_picture(data: bytes, spec: ImageProcessor, max_pixels: int, filename:
                 inverted = True
                 steps.append(f"inverted: its border is {_shade(border)} (median {border:g}) and the model was "
                              f"trained on items on {_shade(spec.background)}")
-        fitted = _resize(converted, spec)
+        fitted = _resize(converted, spec, max_pixels, filename)
         steps.append(_describe_resize(spec, converted.size))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise InvalidImage(f"{filename}: image data is truncated or corrupt ({error})") from error
@@ -183,14 +183,19 @@ def _background(spec: ImageProcessor) -> int | tuple[int, int, int]:
     return spec.background if spec.color_mode == "L" else (spec.background,) * 3
 
 
-def _resize(image: Any, spec: ImageProcessor) -> Any:
+def _resize(image: Any, spec: ImageProcessor, max_pixels: int, filename: str) -> Any:
     from PIL import Image, ImageOps
 
     if spec.resize == "fit-pad-bilinear":
         return ImageOps.pad(image, (spec.width, spec.height), method=Image.Resampling.BILINEAR,
                             color=_background(spec))
     shorter = spec.resize_shorter_to or round(min(spec.height, spec.width) / IMAGENET_CROP)
-    resized = image.resize(shorter_side_size(image.size, shorter), Image.Resampling.BILINEAR)
+    size = shorter_side_size(image.size, shorter)
+    if size[0] * size[1] > max_pixels:  # a sliver of a picture (1x40000) would become gigabytes before the crop
+        raise ImageTooLarge(f"{filename}: its shorter side resized to {shorter}, the {image.width}x{image.height} "
+                            f"picture would be {size[0]}x{size[1]} = {size[0] * size[1]} pixels; the limit is "
+                            f"{max_pixels}")
+    resized = image.resize(size, Image.Resampling.BILINEAR)
     left, top = centre_crop_offsets(resized.size, (spec.width, spec.height))
     if left < 0 or top < 0:  # a crop larger than the picture (resize_shorter_to under the input's size): as
         # CenterCrop does, pad it (with ``background``) on both sides, the odd pixel after, then crop

@@ -50,6 +50,20 @@ def build(folder: Path, one_file: bool) -> Path:
     return path
 
 
+def relocate(graph: onnx.GraphProto, location: str) -> None:
+    """Every external tensor of the graph, its nodes' attributes and subgraphs, pointed at ``location``."""
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            tensors += [attribute.t] if attribute.HasField("t") else []
+            if attribute.HasField("g"):
+                relocate(attribute.g, location)
+    for tensor in tensors:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+
+
 def written_beside(path: Path) -> set[str]:
     return {str(p.relative_to(path.parent)) for p in path.parent.rglob("*") if p.is_file() and p != path}
 
@@ -63,6 +77,28 @@ def test_the_wire_format_field_numbers_are_onnx_protos() -> None:
         for number, held in fields.items():
             field = descriptor.fields_by_number[number]
             assert field.message_type is messages[held].DESCRIPTOR, (descriptor.name, field.name)
+    # and no field of any message on the way misses: every field that can lead to a TensorProto is walked
+    leads: set[str] = {onnx.TensorProto.DESCRIPTOR.full_name}
+    reachable, frontier = {}, [onnx.ModelProto.DESCRIPTOR]
+    while frontier:
+        descriptor = frontier.pop()
+        if descriptor.full_name not in reachable:
+            reachable[descriptor.full_name] = descriptor
+            frontier += [f.message_type for f in descriptor.fields if f.message_type is not None]
+    changed = True
+    while changed:
+        changed = False
+        for name, descriptor in reachable.items():
+            if name not in leads and any(f.message_type is not None and f.message_type.full_name in leads
+                                         for f in descriptor.fields):
+                leads.add(name)
+                changed = True
+    kinds = {messages[k].DESCRIPTOR.full_name: k for k in messages}
+    for name in leads - {onnx.TensorProto.DESCRIPTOR.full_name}:
+        descriptor = reachable[name]
+        needed = {f.number for f in descriptor.fields
+                  if f.message_type is not None and f.message_type.full_name in leads}
+        assert name in kinds and set(ext.HOLDS[kinds[name]]) == needed, (name, sorted(needed))
     tensor = onnx.TensorProto.DESCRIPTOR
     assert tensor.fields_by_name["external_data"].number == ext.TENSOR_EXTERNAL_DATA
     assert tensor.fields_by_name["data_location"].number == ext.TENSOR_DATA_LOCATION
@@ -93,7 +129,7 @@ def test_an_imported_model_with_external_data_serves_from_its_own_copy(tmp_path:
                              "--repository", str(repository)], capture_output=True, text=True, timeout=300,
                             cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr
-    assert "external data net.bin" in result.stdout
+    assert "data files  net.bin" in result.stdout
     version = repository / "external" / "1"
     assert (version / "net.bin").read_bytes() == (path.parent / "net.bin").read_bytes()
     shutil.rmtree(path.parent)  # the served version needs nothing of the source folder
@@ -104,18 +140,34 @@ def test_an_imported_model_with_external_data_serves_from_its_own_copy(tmp_path:
 
 @pytest.mark.parametrize("location,why", [("../outside.bin", "leaves the model's folder"),
                                           ("/etc/passwd", "leaves the model's folder"),
+                                          (".", "is empty"),
+                                          (".ssh/id_rsa", "is hidden, or in a hidden folder"),
                                           ("config.json", "has the name of a file nnserve writes"),
-                                          ("missing.bin", "is not a file in")])
+                                          ("Config.JSON", "has the name of a file nnserve writes"),
+                                          ("missing.bin", "is not a file in"),
+                                          ("linked.bin", "is not a file in")])
 def test_a_location_outside_the_folder_is_refused_and_nothing_written(tmp_path: Path, location: str,
                                                                       why: str) -> None:
     path = build(tmp_path / "src", one_file=True)
     model = onnx.load(str(path), load_external_data=False)
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = location
+    relocate(model.graph, location)
     onnx.save_model(model, str(path))
     (tmp_path / "outside.bin").write_bytes((path.parent / "net.bin").read_bytes())
+    (path.parent / "linked.bin").symlink_to(tmp_path / "outside.bin")  # a link out of the folder
     with pytest.raises(ImportFailed, match=f"external data file '{location}' {why}"):
         import_model(path, ImportOptions(name="refused", repository=tmp_path / "models"))
     assert not (tmp_path / "models" / "refused").exists()
+
+
+def test_a_location_in_a_subfolder_is_copied_into_the_same_subfolder(tmp_path: Path) -> None:
+    path = build(tmp_path / "src", one_file=True)
+    (path.parent / "weights").mkdir()
+    (path.parent / "net.bin").rename(path.parent / "weights" / "net.bin")
+    model = onnx.load(str(path), load_external_data=False)
+    relocate(model.graph, "weights/net.bin")
+    onnx.save_model(model, str(path))
+    x = RNG.normal(size=(2, 4)).astype(np.float32)
+    expected = direct(path, {"x": x})
+    loaded = import_model(path, ImportOptions(name="nested", repository=tmp_path / "models"))
+    assert (loaded.folder / "weights" / "net.bin").is_file()
+    assert_same(direct(loaded.folder / "model.onnx", {"x": x})["y"], expected["y"], "y")

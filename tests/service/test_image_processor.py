@@ -117,3 +117,12 @@ def test_a_greyscale_model_gets_one_channel_of_the_same_crop() -> None:
     got = served(spec, data)
     assert got.shape == (1, 224, 224)
     np.testing.assert_allclose(got[0], expected, rtol=0, atol=2e-6)
+
+
+def test_a_sliver_that_would_grow_past_the_pixel_limit_when_resized_is_refused() -> None:
+    """1x4000 pixels pass the limit as sent; shorter side to 256, they would be 256x1024000 before the crop."""
+    from service.errors import ImageTooLarge
+
+    data = picture(1, 4000)
+    with pytest.raises(ImageTooLarge, match=r"would be 256x1024000 = 262144000 pixels; the limit is 10000000"):
+        served(imagenet(), data)

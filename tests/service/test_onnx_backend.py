@@ -218,6 +218,12 @@ def test_the_platform_a_config_names_picks_the_backend(models_dir: Path, tmp_pat
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadFailed, match=r"platform 'tensorrt_plan' is not one of \['onnxruntime_onnx'\]"):
         load_version(folder, "mlp", 1, settings)
+    config["platform"] = ["onnxruntime_onnx"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadFailed, match=r"platform \['onnxruntime_onnx'\] is not one of"):
+        load_version(folder, "mlp", 1, settings)
+    config["platform"] = "tensorrt_plan"
+    (folder / "config.json").write_text(json.dumps(config))
     monkeypatch.setitem(backends.PLATFORMS, "tensorrt_plan", backends.Platform("counting", Counting))
     loaded = load_version(folder, "mlp", 1, settings)
     assert isinstance(loaded.backend, Counting) and Counting.runs > 0  # its warm-up ran on it
