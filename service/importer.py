@@ -22,8 +22,9 @@ from service.config import CONFIG_FILE, ModelConfig
 from service.errors import ModelLoadFailed
 from service.loading import LoadedVersion, load_version
 from service.onnx_external_data import MalformedModel, external_data_locations, unsafe_location
-from service.report import TrainingReport
+from service.report import REPORT_FILE, TrainingReport
 from service.repository import MODEL_FILE, check_model_name, publish
+from service.samples import SAMPLES_DIR
 from service.settings import Settings
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -98,7 +99,7 @@ def requested_config(options: ImportOptions) -> dict[str, Any]:
     return raw
 
 
-RESERVED = frozenset({MODEL_FILE, CONFIG_FILE, "report.json", "samples"})  # a version folder's own names
+RESERVED = frozenset({MODEL_FILE, CONFIG_FILE, REPORT_FILE, SAMPLES_DIR})  # a version folder's own names
 
 
 def external_data_files(source: Path) -> list[str]:

@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from service.config import CONFIG_FILE
+from service.report import REPORT_FILE
 from service.samples import SAMPLES_DIR
 
 MODEL_FILE = "model.onnx"
@@ -59,10 +61,10 @@ def newest_model_bytes(root: Path, names: list[str] | None = None) -> int:
 
 
 def model_bytes(folder: Path) -> int:
-    """What a version's model weighs: ``model.onnx`` and every other file beside it but the samples (a model over
+    """What a version's model weighs: ``model.onnx`` and the files beside it that are not nnserve's (a model over
     2 GiB keeps its tensors in external data files, its ``model.onnx`` a few kilobytes)."""
     return sum(p.stat().st_size for p in folder.rglob("*")
-               if p.is_file() and p.relative_to(folder).parts[0] != SAMPLES_DIR)
+               if p.is_file() and p.relative_to(folder).parts[0] not in (CONFIG_FILE, REPORT_FILE, SAMPLES_DIR))
 
 
 def version_dir(root: Path, name: str, version: int) -> Path:

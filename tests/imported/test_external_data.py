@@ -132,6 +132,9 @@ def test_an_imported_model_with_external_data_serves_from_its_own_copy(tmp_path:
     assert "data files  net.bin" in result.stdout
     version = repository / "external" / "1"
     assert (version / "net.bin").read_bytes() == (path.parent / "net.bin").read_bytes()
+    from service.repository import model_bytes  # what sizes the CUDA process count: the weights too
+
+    assert model_bytes(version) == (version / "model.onnx").stat().st_size + (version / "net.bin").stat().st_size
     shutil.rmtree(path.parent)  # the served version needs nothing of the source folder
     with serve_subprocess(repository, ["--no-access-log"], env={"NNSERVE_WARMUP_BATCH_SIZES": "[1]"}) as (url, _, _):
         for binary in (True, False):
