@@ -43,7 +43,11 @@ class Bare(asyncio.BufferedProtocol):
                     if self.filled >= HEADERS_MAX:
                         self.transport.close()
                     return
-                self.end = head_end + 4 + _content_length(bytes(self.buffer[:head_end]))
+                length = _content_length(bytes(self.buffer[:head_end]))
+                if length is None:
+                    self.transport.close()
+                    return
+                self.end = head_end + 4 + length
                 if self.end > len(self.buffer):  # a new buffer: the event loop may still hold a view of this one
                     larger = bytearray(self.end)
                     larger[:self.filled] = self.buffer[:self.filled]
@@ -56,11 +60,16 @@ class Bare(asyncio.BufferedProtocol):
             self.filled, self.end = rest, 0
 
 
-def _content_length(head: bytes) -> int:
+BODY_MAX = 1 << 31
+
+
+def _content_length(head: bytes) -> int | None:
+    """The declared body length; None if it is not a plain decimal number up to ``BODY_MAX``."""
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
-            return int(value.strip())
+            value = value.strip()
+            return int(value) if value.isdigit() and int(value) <= BODY_MAX else None
     return 0
 
 
@@ -100,12 +109,24 @@ def main() -> None:
 
 @contextlib.contextmanager
 def bare_server(port: int, processes: int) -> Iterator[tuple[str, int]]:
-    """Start it on 127.0.0.1:``port``; yield (url, pid of its first process) once every process listens (the first
-    listens last)."""
+    """Start it on 127.0.0.1:``port``; yield (url, pid of its first process) once every process listens."""
     url = f"http://127.0.0.1:{port}"
-    with helper_server("service.bench.bare_server", ["--port", str(port), "--processes", str(processes)], url,
-                       timeout_s=30) as pid:
+    with helper_server("service.bench.bare_server", ["--port", str(port), "--processes", str(processes)],
+                       lambda: listening_sockets(port) >= processes, timeout_s=30) as pid:
         yield url, pid
+
+
+def listening_sockets(port: int) -> int:
+    """Sockets listening on ``port`` on this machine, per /proc/net/tcp (one per process with SO_REUSEPORT)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    count += 1
+    return count
 
 
 if __name__ == "__main__":

@@ -195,7 +195,8 @@ def table(rows: list[Row], raw_best: dict[str, tuple[float, str]], unbatched: di
 
 
 def server_processes(server_args: str) -> int:
-    """How many processes the started server runs: ``--workers`` if given, else its default on the CPU."""
+    """How many processes a server started with these flags runs on the CPU: ``--workers`` if given, else one per
+    usable CPU (for ``--url``, whose processes are not known)."""
     args = shlex.split(server_args)
     for i, arg in enumerate(args):
         if arg == "--workers" and i + 1 < len(args):
@@ -222,7 +223,7 @@ def bare_table(rows: list[Row], bare: dict[tuple[str, str, int], Row], raw_best:
             "bare client CPU ms/req", "nnserve server CPU ms/req", "of it beyond raw compute",
             "nnserve client CPU ms/req", "% of raw at most", "nnserve % of raw"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()  # those the raw ceiling ran on
     for r in rows:
         b = bare.get((r.model, r.protocol, r.concurrency))
         if b is None:
@@ -304,6 +305,7 @@ def bench(args: argparse.Namespace) -> int:
         _append_markdown(args, text, "")
         return 0
     raw_after: dict[str, dict[str, float]] | None = None
+    serving_processes = 0  # the started server's, counted while it runs (the bare server runs as many)
     if args.url:
         rows = run_matrix(Server(args.url, None, args.grpc_target or f"{urlsplit(args.url).hostname}:8001"),
                           args, models)
@@ -311,6 +313,7 @@ def bench(args: argparse.Namespace) -> int:
     else:
         print(f"batched server ({args.server_args or 'defaults'}):", flush=True)
         with started_server(args.repository, args.server_args, shared_memory=shared) as server:
+            serving_processes = len(tree_pids(server.pid)) if server.pid else 0
             rows = []
             for round_ in range(1, (args.rounds or 1) + 1):
                 if (args.rounds or 1) > 1:
@@ -338,9 +341,11 @@ def bench(args: argparse.Namespace) -> int:
                                                                                      "protocols": protocols}),
                                              models)}
     bare: dict[tuple[str, str, int], Row] = {}
-    if args.bare:
-        protocols = ",".join(p for p in args.protocols.split(",") if p in ("predict", "v2-json", "v2-binary"))
-        processes = server_processes(args.server_args)
+    protocols = ",".join(p for p in args.protocols.split(",") if p in ("predict", "v2-json", "v2-binary"))
+    if args.bare and not protocols:
+        print("bare: no HTTP protocol among --protocols, nothing to compare", flush=True)
+    elif args.bare:
+        processes = serving_processes or server_processes(args.server_args)
         print(f"bare: the body read, a fixed 200, {processes} process(es) ({protocols}):", flush=True)
         with bare_server(free_port(), processes) as (url, pid):
             bare = {(r.model, r.protocol, r.concurrency): r
