@@ -198,11 +198,11 @@ def test_container_is_healthy_predicts_and_drains_on_sigterm(docker: str, contai
     # Load: 8 clients posting 32-sample batches to the slowest model; SIGTERM after 1.5 s of it.
     name, manifest = _heaviest_model()
     inputs = [example_input(manifest, float(i)) for i in range(32)]
-    body = json.dumps({"model": name, "inputs": inputs}).encode()
+    load_body = json.dumps({"model": name, "inputs": inputs}).encode()
     outcomes: list[Outcome] = []
     lock, stopped = threading.Lock(), threading.Event()
     stop_at = time.monotonic() + 30
-    threads = [threading.Thread(target=_load, args=(container.url, body, stop_at, stopped, outcomes, lock))
+    threads = [threading.Thread(target=_load, args=(container.url, load_body, stop_at, stopped, outcomes, lock))
                for _ in range(8)]
     for thread in threads:
         thread.start()

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -54,7 +53,8 @@ def grpc_server(grpc_repository: Path) -> Iterator[GrpcServer]:
 HEAVY_JSON = json.dumps({"model": "resnet", "inputs": [[[0] * 28] * 28] * 64}).encode()  # 64 rows, encoded once
 
 
-async def queue_resnet_work(http: httpx.AsyncClient, url: str, posts: int, rows: int) -> list[asyncio.Future[Any]]:
+async def queue_resnet_work(http: httpx.AsyncClient, url: str, posts: int, rows: int
+                            ) -> list[asyncio.Task[httpx.Response]]:
     """``posts`` requests of 64 ResNet rows each over HTTP, returned once at least ``rows`` of them wait in the
     server's queue (read from its metrics): what a test then sends is sure to queue behind that much work, however
     busy the machine."""

@@ -76,7 +76,9 @@ async def test_bad_input_gets_its_status_and_a_valid_call_beside_it_succeeds(
         raw_call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")  # bytes as they are
         payload = message if isinstance(message, bytes) else message.SerializeToString()
         good = infer_request(inputs=[image_input()], raw_input_contents=[RAW])
-        bad, ok = await asyncio.gather(raw_call(payload), stub.ModelInfer(good), return_exceptions=True)
+        answers: tuple[Any, Any] = await asyncio.gather(raw_call(payload), stub.ModelInfer(good),
+                                                        return_exceptions=True)
+        bad, ok = answers
         assert isinstance(bad, aio.AioRpcError), bad
         assert bad.code() == status, (bad.code(), bad.details())
         for word in words:

@@ -278,7 +278,7 @@ async def test_calls_from_several_clients_batch_together(grpc_server: GrpcServer
 
     channels = [grpc.aio.insecure_channel(grpc_server.target, options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(8)]  # eight connections: eight clients
-    stubs = [oip_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels]  # type: ignore[no-untyped-call]
+    stubs = [oip_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels]
     try:
         alone = [np.frombuffer((await stubs[i].ModelInfer(request(i))).raw_output_contents[0], np.float32)
                  for i in range(8)]

@@ -232,9 +232,9 @@ def test_grpc_requests_count_against_the_bytes_in_flight(grpc_repository: Path) 
         client = H2Client(f"127.0.0.1:{port}")
         client.send(frame(HEADERS, END_HEADERS, 1, header_block(grpc_headers(path))) + data_frames(1, big[:100_000]))
         client.send(frame(HEADERS, END_HEADERS, 3, header_block(grpc_headers(path))) + data_frames(3, big[:1000]))
-        refused = client.answer(3)
-        assert refused.header("grpc-status") == "8", refused.headers
-        assert "--max-body-bytes-in-flight" in (refused.header("grpc-message") or "")
+        crowded = client.answer(3)
+        assert crowded.header("grpc-status") == "8", crowded.headers
+        assert "--max-body-bytes-in-flight" in (crowded.header("grpc-message") or "")
         client.send(data_frames(1, big[100_000:], end_stream=True))
         assert client.answer(1).header("grpc-status") == "0"
         client.close()

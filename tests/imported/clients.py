@@ -81,4 +81,4 @@ async def post_binary(client: httpx.AsyncClient, model: str, feeds: dict[str, np
 def triton_to_np(datatype: str) -> type:
     from tritonclient.utils import triton_to_np_dtype
 
-    return triton_to_np_dtype(datatype)  # type: ignore[no-any-return]
+    return triton_to_np_dtype(datatype)

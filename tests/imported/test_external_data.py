@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -69,7 +70,7 @@ def written_beside(path: Path) -> set[str]:
 
 
 def test_the_wire_format_field_numbers_are_onnx_protos() -> None:
-    messages = {ext.MODEL: onnx.ModelProto, ext.GRAPH: onnx.GraphProto, ext.NODE: onnx.NodeProto,
+    messages: dict[int, Any] = {ext.MODEL: onnx.ModelProto, ext.GRAPH: onnx.GraphProto, ext.NODE: onnx.NodeProto,
                 ext.ATTRIBUTE: onnx.AttributeProto, ext.FUNCTION: onnx.FunctionProto,
                 ext.SPARSE: onnx.SparseTensorProto, ext.TENSOR: onnx.TensorProto, ext.TRAINING: onnx.TrainingInfoProto}
     for kind, fields in ext.HOLDS.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from typing import Any
 
 import httpx
 import numpy as np
@@ -120,7 +121,7 @@ def test_a_stateful_voice_activity_model_runs_unbatched_with_its_state(served: S
     model_file = served.repository / "silero-vad" / "1" / "model.onnx"
     for chunk in range(3):  # two streams at once, the state carried from call to call as a client would
         audio = np.stack([np.sin(2 * np.pi * 440 * (t + chunk)), np.zeros(576)]).astype(np.float32)
-        feeds = {"input": audio, "state": state, "sr": np.array(16000, np.int64)}
+        feeds: dict[str, np.ndarray] = {"input": audio, "state": state, "sr": np.array(16000, np.int64)}
         expected = direct(model_file, feeds)
         got = via_triton(served.url, "silero-vad", feeds, ["output", "stateN"], binary=chunk % 2 == 0)
         assert_same(got["output"], expected["output"], "output")
@@ -128,7 +129,8 @@ def test_a_stateful_voice_activity_model_runs_unbatched_with_its_state(served: S
         state = got["stateN"]
 
 
-def _binary_body(name: str, array: np.ndarray, datatype: str = "FP32", shape: list[int] | None = None) -> dict:
+def _binary_body(name: str, array: np.ndarray, datatype: str = "FP32", shape: list[int] | None = None
+                 ) -> dict[str, Any]:
     head = orjson.dumps({"inputs": [{"name": name, "shape": shape or list(array.shape), "datatype": datatype,
                                      "parameters": {"binary_data_size": array.nbytes}}]})
     return {"content": head + array.tobytes(), "headers": {"Inference-Header-Content-Length": str(len(head))}}
@@ -154,7 +156,8 @@ BAD_FOR_REAL_MODELS = [
 
 @pytest.mark.parametrize("model,request_kwargs,code,words", [b[1:] for b in BAD_FOR_REAL_MODELS],
                          ids=[b[0] for b in BAD_FOR_REAL_MODELS])
-async def test_bad_input_for_a_real_model_fails_alone(served: Served, model: str, request_kwargs: dict, code: str,
+async def test_bad_input_for_a_real_model_fails_alone(served: Served, model: str, request_kwargs: dict[str, Any],
+                                                      code: str,
                                                       words: list[str]) -> None:
     x = np.random.default_rng(4).normal(size=PICTURE).astype(np.float32)
     async with httpx.AsyncClient(base_url=served.url, timeout=60) as client:

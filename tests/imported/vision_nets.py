@@ -23,7 +23,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + self.downsample(x))  # type: ignore[no-any-return]
+        return self.relu(self.bn2(self.conv2(out)) + self.downsample(x))
 
 
 class ResNet18(nn.Module):
@@ -41,7 +41,7 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(512, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))  # type: ignore[no-any-return]
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
 
 
 def _divisible(value: float, divisor: int = 8) -> int:
@@ -86,7 +86,7 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
-        return out + x if self.residual else out  # type: ignore[no-any-return]
+        return out + x if self.residual else out
 
 
 SMALL = [(16, 3, 16, 16, True, False, 2), (16, 3, 72, 24, False, False, 2), (24, 3, 88, 24, False, False, 1),
@@ -107,7 +107,7 @@ class MobileNetV3Small(nn.Module):
                                         nn.Linear(1024, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))  # type: ignore[no-any-return]
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
 def resnet18() -> nn.Module:

@@ -60,7 +60,7 @@ def test_chunks_never_split_a_line() -> None:
     read_end, write_end = os.pipe()
     writes: list[bytes] = []
     writer = AccessLogWriter(fd=write_end)
-    writer._write = writes.append  # type: ignore[method-assign]  # observe the chunk boundaries
+    writer._write = writes.append  # type: ignore[method-assign, assignment]  # observe the chunk boundaries
     for n in range(300):
         writer.write({"n": n, "pad": "y" * (n % 50)})
     writer.flush()

@@ -86,11 +86,11 @@ async def test_a_batch_is_padded_to_the_next_size_on_that_sizes_own_session(mode
     assert len({id(s) for s in sessions.values()}) == 3 and sessions[8] is backend.session  # type: ignore[attr-defined]
 
     seen: list[tuple[int, int]] = []  # (rows, the session that ran them)
-    run_on = type(backend)._run
+    run_on = type(backend)._run  # type: ignore[attr-defined]
 
     def spy(session: Any, feeds: Tensors) -> Tensors:
         seen.append((len(feeds["image"]), next(s for s, v in sessions.items() if v is session)))
-        return run_on(backend, session, feeds)  # type: ignore[arg-type]
+        return run_on(backend, session, feeds)
 
     backend._run = spy  # type: ignore[attr-defined]
     batcher = Batcher(backend.run, ThreadPoolExecutor(2), Quiet(), max_batch_size=8, max_queue_delay_s=0.05,
@@ -194,12 +194,12 @@ def test_a_model_on_cuda_gets_powers_of_two_unless_its_file_is_large(models_dir:
             return {**self._real.describe(), "providers": [CUDA, CPU]}
 
     on_cuda = ReportsCuda(loaded.backend)
-    small = _decide_batching(on_cuda, loaded.config, settings, "here", 9_000_000)  # type: ignore[arg-type]
+    small = _decide_batching(on_cuda, loaded.config, settings, "here", 9_000_000)
     assert small.batch_sizes == (1, 2, 4, 8, 16, 32, 64)
-    large = _decide_batching(on_cuda, loaded.config, settings, "here", AUTO_MODEL_BYTES + 1)  # type: ignore[arg-type]
+    large = _decide_batching(on_cuda, loaded.config, settings, "here", AUTO_MODEL_BYTES + 1)
     assert large.batch_sizes == ()
     off = settings.model_copy(update={"allowed_batch_sizes": "any"})
-    assert _decide_batching(on_cuda, loaded.config, off, "here", 1).batch_sizes == ()  # type: ignore[arg-type]
+    assert _decide_batching(on_cuda, loaded.config, off, "here", 1).batch_sizes == ()
 
 
 async def test_padded_batches_of_ragged_sequences_answer_as_alone(models_dir: Path, vowels: Any) -> None:

@@ -43,7 +43,7 @@ def test_side_by_side_runs_every_session(models_dir: Path) -> None:
             return self.session.run(outputs, feeds)
 
     rate = side_by_side([Counted(0), Counted(1)], {"image": np.zeros((4, 1, 28, 28), np.float32)}, 4,
-                        0.05)  # type: ignore[list-item]
+                        0.05)
     assert rate > 0 and {0, 1} <= set(runs) and runs.count(0) > 1 and runs.count(1) > 1
 
 

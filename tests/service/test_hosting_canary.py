@@ -48,7 +48,7 @@ def test_uvicorn_internals_the_hosting_code_uses() -> None:
         assert parameter in inspect.signature(getattr(uvicorn.Server, method)).parameters, method
     assert "http" in inspect.signature(uvicorn.Config.__init__).parameters  # a protocol class is accepted
     # NNServeServer.handle_exit sets these instead of uvicorn's (which re-raises the signal at exit)
-    server = uvicorn.Server(uvicorn.Config(app=None))
+    server = uvicorn.Server(uvicorn.Config(app=None))  # type: ignore[arg-type]  # never run
     assert server.should_exit is False and server.force_exit is False
     assert "self.should_exit" in inspect.getsource(uvicorn.Server.on_tick)
     # CoalescingHttpToolsProtocol.shutdown replaces this one, and reads the cycle's state
@@ -63,7 +63,7 @@ def test_uvicorn_internals_the_hosting_code_uses() -> None:
         assert made_with in startup, made_with
     from uvicorn.protocols.http import httptools_impl  # read_whole_bodies sets the limit on_body reads
 
-    assert isinstance(httptools_impl.HIGH_WATER_LIMIT, int)
+    assert isinstance(httptools_impl.HIGH_WATER_LIMIT, int)  # type: ignore[attr-defined]  # not re-exported
     assert "HIGH_WATER_LIMIT" in inspect.getsource(HttpToolsProtocol.on_body)
     # service/hosting/request_bodies.py: a large body's cycle gets its own receive, looked up when the app starts;
     # header names come lower-cased; a message completes in on_message_complete; the parser is self.parser

@@ -176,7 +176,7 @@ async def test_a_client_that_disconnects_is_counted_cancelled(models_dir: Path) 
         sent: list[dict[str, Any]] = []
 
         async def receive() -> dict[str, Any]:
-            return messages.pop(0)
+            return messages.pop(0)  # type: ignore[return-value]
 
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)

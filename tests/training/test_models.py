@@ -24,7 +24,7 @@ def test_resnet_has_identity_and_projection_shortcuts() -> None:
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
     assert len(blocks) == 9  # ResNet-20: 3 stages x 3 blocks x 2 convs + stem + fc
     projections = [b for b in blocks if not isinstance(b.shortcut, nn.Identity)]
-    assert len(projections) == 2 and all(isinstance(b.shortcut[0], nn.Conv2d) for b in projections)
+    assert len(projections) == 2 and all(isinstance(b.shortcut[0], nn.Conv2d) for b in projections)  # type: ignore[index]
 
 
 def test_lstm_reads_each_sequence_at_its_own_length() -> None:

@@ -49,6 +49,7 @@ def test_quick_pipeline_publishes_a_complete_gate_passing_version(quick: Options
     assert max(report.parity.max_abs_diff.values()) <= 1e-4
     assert report.parity.top1_agreement is not None and report.parity.top1_agreement >= 0.999
     assert report.training.parameters > 0 and report.training.epochs == 1
+    assert report.provenance.opset is not None and report.provenance.torch is not None
     assert report.provenance.opset >= 13 and report.provenance.torch.startswith("2.13")
     assert len(report.dataset.files) in (2, 4) and all(len(m) == 32 for m in report.dataset.files.values())
     assert set(report.metrics.per_class_accuracy) == set(config.classification.labels)
@@ -109,7 +110,7 @@ def test_the_parity_gate_rejects_a_perturbed_export(quick: Options, tmp_path: Pa
     model = checkpoint.build()
     export_onnx(model, task, tmp_path / "model.onnx")
     with torch.no_grad():
-        model.net[1].weight.add_(1e-2)  # the exported file no longer matches these weights
+        model.net[1].weight.add_(1e-2)  # type: ignore[index, union-attr]  # the exported file no longer matches
     with pytest.raises(GateFailed, match=r"parity gate: max \|torch - onnx\| = .* exceeds 0.0001 by"):
         check_model_parity(model, cpu_session(tmp_path / "model.onnx"), task)
 

@@ -49,7 +49,8 @@ def test_the_cnn_variant_passes_the_gates_and_reports_what_it_was_made_from(int8
     source_report = TrainingReport.load(models_dir / "cnn" / "1")
     assert source_report is not None and source_report.metrics is not None
     assert q.source_accuracy == pytest.approx(source_report.metrics.onnx_test_accuracy)  # the committed cnn's own
-    assert q.variant_accuracy is not None and q.source_accuracy - q.variant_accuracy <= 0.003
+    assert q.variant_accuracy is not None and q.source_accuracy is not None
+    assert q.source_accuracy - q.variant_accuracy <= 0.003
     assert report.metrics.onnx_test_accuracy == q.variant_accuracy and report.metrics.torch_test_accuracy is None
     assert set(report.metrics.per_class_accuracy) == set(source.classification.labels if source.classification
                                                          else [])
@@ -127,7 +128,7 @@ def test_a_constant_calibration_is_refused_and_nothing_is_published(tmp_path: Pa
 def test_a_gate_forced_out_of_reach_refuses_and_nothing_is_published(int8_repository: Path, data_dir: Path,
                                                                      gate: dict[str, float], match: str) -> None:
     options = QuantizeOptions("mlp", repository=int8_repository, name="mlp-refused", data_dir=data_dir, count=128,
-                              evaluation_count=2000, speed_rounds=1, speed_seconds=0.1, **gate)
+                              evaluation_count=2000, speed_rounds=1, speed_seconds=0.1, **gate)  # type: ignore[arg-type]
     with pytest.raises(GateFailed, match=match):
         quantize(options)
     assert not (int8_repository / "mlp-refused").exists()

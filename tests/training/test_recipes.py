@@ -46,7 +46,7 @@ def test_the_weight_average_is_what_fit_keeps(images: Task) -> None:
 def test_weight_ema_moves_towards_the_model_by_one_minus_decay() -> None:
     model = torch.nn.Linear(2, 1)
     ema = WeightEMA(model, decay=0.5)
-    before = ema.model.weight.detach().clone()
+    before = ema.model.weight.detach().clone()  # type: ignore[operator]
     with torch.no_grad():
         model.weight.add_(1.0)
     ema.update(model)  # step 1: decay min(0.5, 2 / 11)

@@ -97,7 +97,7 @@ class Watched:
 
 def watch(page: Any) -> Watched:
     watched = Watched(page)
-    page.on("console", lambda m: m.type == "error" and watched.console_errors.append(m.text))
+    page.on("console", lambda m: watched.console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: watched.page_errors.append(str(e)))
     page.on("requestfailed", lambda r: watched.failed.append(f"{r.method} {r.url}: {r.failure}"))
     page.on("request", lambda r: watched.urls.append(r.url))

@@ -31,7 +31,7 @@ def prefix_proxy(target: str, prefix: str) -> Iterator[str]:
             path = self.path[len(prefix):] or "/"
             body = self.rfile.read(int(self.headers.get("content-length", 0) or 0))
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-            connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+            connection = http.client.HTTPConnection(upstream.hostname or "127.0.0.1", upstream.port, timeout=60)
             try:
                 connection.request(self.command, path, body=body or None, headers=headers)
                 response = connection.getresponse()
