@@ -22,9 +22,8 @@ from service.config import CONFIG_FILE, ModelConfig
 from service.errors import ModelLoadFailed
 from service.loading import LoadedVersion, load_version
 from service.onnx_external_data import MalformedModel, external_data_locations, unsafe_location
-from service.report import REPORT_FILE, TrainingReport
-from service.repository import MODEL_FILE, check_model_name, publish
-from service.samples import SAMPLES_DIR
+from service.report import TrainingReport
+from service.repository import MODEL_FILE, OWN_FILES, check_model_name, data_files, publish
 from service.settings import Settings
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -99,9 +98,6 @@ def requested_config(options: ImportOptions) -> dict[str, Any]:
     return raw
 
 
-RESERVED = frozenset({MODEL_FILE, CONFIG_FILE, REPORT_FILE, SAMPLES_DIR})  # a version folder's own names
-
-
 def external_data_files(source: Path) -> list[str]:
     """The files, relative to its folder, in which ``source`` keeps tensors: each a regular file inside that
     folder, none named as a version folder's own files."""
@@ -112,7 +108,7 @@ def external_data_files(source: Path) -> list[str]:
     folder = source.parent.resolve()
     for location in locations:
         why = unsafe_location(location)
-        if why is None and PurePosixPath(location).parts[0].lower() in RESERVED:
+        if why is None and PurePosixPath(location).parts[0].lower() in OWN_FILES:
             why = "has the name of a file nnserve writes beside model.onnx"
         path = source.parent / location
         if why is None and not (path.is_file() and path.resolve().is_relative_to(folder)):
@@ -165,12 +161,11 @@ def summary(source: Path, loaded: LoadedVersion) -> str:
     size = (loaded.folder / MODEL_FILE).stat().st_size
     lines = [f"published {config.name} version {config.version} at {loaded.folder}",
              f"  file        {source} ({size / 1e6:.1f} MB, sha256 {config.sha256})"]
-    external = sorted(str(p.relative_to(loaded.folder)) for p in loaded.folder.rglob("*")
-                      if p.is_file() and p.relative_to(loaded.folder).parts[0].lower() not in RESERVED)
+    external = data_files(loaded.folder)
     if external:
-        megabytes = sum((loaded.folder / f).stat().st_size for f in external) / 1e6
-        lines.append(f"  data files  {', '.join(external)} ({megabytes:.1f} MB of external data, copied beside "
-                     f"model.onnx)")
+        megabytes = sum(p.stat().st_size for p in external) / 1e6
+        lines.append(f"  data files  {', '.join(str(p.relative_to(loaded.folder)) for p in external)} "
+                     f"({megabytes:.1f} MB of external data, copied beside model.onnx)")
     lines += [f"  input       {t.describe()}" for t in config.inputs]
     lines += [f"  output      {t.describe()}" for t in config.outputs]
     open_axes = [f"{t.name}: {[i for i, d in enumerate(t.shape) if d == -1]}" for t in config.inputs + config.outputs

@@ -23,6 +23,7 @@ from service.report import REPORT_FILE
 from service.samples import SAMPLES_DIR
 
 MODEL_FILE = "model.onnx"
+OWN_FILES = frozenset({MODEL_FILE, CONFIG_FILE, REPORT_FILE, SAMPLES_DIR})  # what nnserve writes in a version folder
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -61,10 +62,14 @@ def newest_model_bytes(root: Path, names: list[str] | None = None) -> int:
 
 
 def model_bytes(folder: Path) -> int:
-    """What a version's model weighs: ``model.onnx`` and the files beside it that are not nnserve's (a model over
-    2 GiB keeps its tensors in external data files, its ``model.onnx`` a few kilobytes)."""
-    return sum(p.stat().st_size for p in folder.rglob("*")
-               if p.is_file() and p.relative_to(folder).parts[0] not in (CONFIG_FILE, REPORT_FILE, SAMPLES_DIR))
+    """What a version's model weighs: ``model.onnx`` and its data files (a model over 2 GiB keeps its tensors in
+    external data files, its ``model.onnx`` a few kilobytes)."""
+    return sum(p.stat().st_size for p in [folder / MODEL_FILE, *data_files(folder)])
+
+
+def data_files(folder: Path) -> list[Path]:
+    """The files of a version that nnserve did not write: its model's external data (``nnserve import``)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in OWN_FILES)
 
 
 def version_dir(root: Path, name: str, version: int) -> Path:

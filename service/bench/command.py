@@ -194,6 +194,15 @@ def table(rows: list[Row], raw_best: dict[str, tuple[float, str]], unbatched: di
     return "\n".join(lines)
 
 
+def cells(server: Server, args: argparse.Namespace, models: list[str], protocols: str | None = None
+          ) -> dict[tuple[str, str, int], Row]:
+    """One pass of the matrix on a server compared with nnserve's (``--unbatched``, ``--reference``, ``--bare``),
+    without the ``--beside`` load, of ``protocols`` if given: its rows by (model, protocol, concurrency)."""
+    overrides: dict[str, object] = {"beside": None, **({"protocols": protocols} if protocols is not None else {})}
+    return {(r.model, r.protocol, r.concurrency): r
+            for r in run_matrix(server, argparse.Namespace(**{**vars(args), **overrides}), models)}
+
+
 def server_processes(server_args: str) -> int:
     """How many processes a server started with these flags runs on the CPU: ``--workers`` if given, else one per
     usable CPU (for ``--url``, whose processes are not known)."""
@@ -329,28 +338,21 @@ def bench(args: argparse.Namespace) -> int:
             print("unbatched server (--max-batch-size 1):", flush=True)
             with started_server(args.repository, args.server_args + " --max-batch-size 1", shared_memory=shared
                                 ) as server:
-                unbatched = {(r.model, r.protocol, r.concurrency): r
-                             for r in run_matrix(server, argparse.Namespace(**{**vars(args), "beside": None}),
-                                                 models)}
+                unbatched = cells(server, args, models)
     if args.reference:
         protocols = ",".join(p for p in args.protocols.split(",") if p in ("v2-json", "v2-binary"))
         print(f"reference: FastAPI calling onnxruntime in its event loop ({protocols}):", flush=True)
         with reference_server(args.repository, models, free_port()) as (url, pid):
-            reference = {(r.model, r.protocol, r.concurrency): r
-                         for r in run_matrix(Server(url, pid), argparse.Namespace(**{**vars(args), "beside": None,
-                                                                                     "protocols": protocols}),
-                                             models)}
+            reference = cells(Server(url, pid), args, models, protocols)
     bare: dict[tuple[str, str, int], Row] = {}
-    protocols = ",".join(p for p in args.protocols.split(",") if p in ("predict", "v2-json", "v2-binary"))
-    if args.bare and not protocols:
+    http = ",".join(p for p in args.protocols.split(",") if p in ("predict", "v2-json", "v2-binary"))
+    if args.bare and not http:
         print("bare: no HTTP protocol among --protocols, nothing to compare", flush=True)
     elif args.bare:
         processes = serving_processes or server_processes(args.server_args)
-        print(f"bare: the body read, a fixed 200, {processes} process(es) ({protocols}):", flush=True)
+        print(f"bare: the body read, a fixed 200, {processes} process(es) ({http}):", flush=True)
         with bare_server(free_port(), processes) as (url, pid):
-            bare = {(r.model, r.protocol, r.concurrency): r
-                    for r in run_matrix(Server(url, pid), argparse.Namespace(**{**vars(args), "beside": None,
-                                                                                "protocols": protocols}), models)}
+            bare = cells(Server(url, pid), args, models, http)
     raw_best = ceilings(raw_before, raw_after)
     text = table(rows, raw_best, unbatched, reference)
     if bare:
