@@ -4,6 +4,7 @@ file, the unmodified tritonclient, and a plain httpx request with binary tensors
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -58,14 +59,19 @@ def assert_same(got: np.ndarray, expected: np.ndarray, what: str) -> None:
         assert got.tolist() == expected.tolist(), what
 
 
+def binary_request(header: dict[str, Any], binary: bytes) -> dict[str, Any]:
+    """httpx's keywords for an OIP request in Triton's binary extension: the JSON header, then the tensors' bytes."""
+    head = orjson.dumps(header)
+    return {"content": head + binary, "headers": {"Inference-Header-Content-Length": str(len(head))}}
+
+
 async def post_binary(client: httpx.AsyncClient, model: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """OIP over HTTP with binary inputs and outputs (numeric tensors)."""
-    head = orjson.dumps({"inputs": [{"name": n, "shape": list(a.shape), "datatype": np_to_triton_dtype(a.dtype),
-                                     "parameters": {"binary_data_size": a.nbytes}} for n, a in feeds.items()],
-                         "parameters": {"binary_data_output": True}})
-    response = await client.post(f"/v2/models/{model}/infer", content=head + b"".join(a.tobytes() for a in
-                                                                                       feeds.values()),
-                                 headers={"Inference-Header-Content-Length": str(len(head))})
+    header = {"inputs": [{"name": n, "shape": list(a.shape), "datatype": np_to_triton_dtype(a.dtype),
+                          "parameters": {"binary_data_size": a.nbytes}} for n, a in feeds.items()],
+              "parameters": {"binary_data_output": True}}
+    response = await client.post(f"/v2/models/{model}/infer",
+                                 **binary_request(header, b"".join(a.tobytes() for a in feeds.values())))
     assert response.status_code == 200, response.text
     length = int(response.headers["inference-header-content-length"])
     offset, out = length, {}

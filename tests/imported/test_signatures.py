@@ -12,11 +12,10 @@ from typing import Any
 import httpx
 import numpy as np
 import onnxruntime as ort
-import orjson
 import pytest
 from tritonclient.utils import np_to_triton_dtype
 
-from tests.imported.clients import assert_same, direct, post_binary, via_triton
+from tests.imported.clients import assert_same, binary_request, direct, post_binary, via_triton
 from tests.imported.conftest import Served
 from tests.imported.signatures import ragged_feeds, random_values
 from tests.service.conftest import metric_value
@@ -120,10 +119,9 @@ def _json(name: str, datatype: str, shape: list[int], data: Any) -> dict[str, An
 
 
 def _bytes_request(text: bytes, count: int) -> dict[str, Any]:
-    head = orjson.dumps({"inputs": [
+    return binary_request({"inputs": [
         {"name": "text", "datatype": "BYTES", "shape": [count], "parameters": {"binary_data_size": len(text)}},
-        {"name": "flag", "datatype": "BOOL", "shape": [count], "data": [True] * count}]})
-    return {"content": head + text, "headers": {"Inference-Header-Content-Length": str(len(head))}}
+        {"name": "flag", "datatype": "BOOL", "shape": [count], "data": [True] * count}]}, text)
 
 
 BAD: list[tuple[str, str, dict[str, Any], int, str, list[str]]] = [

@@ -12,12 +12,11 @@ from typing import Any
 import httpx
 import numpy as np
 import onnx
-import orjson
 import pytest
 from onnx import numpy_helper
 from PIL import Image, ImageDraw, ImageFont
 
-from tests.imported.clients import assert_same, direct, post_binary, via_triton
+from tests.imported.clients import assert_same, binary_request, direct, post_binary, via_triton
 from tests.imported.conftest import LIGHT_MODELS, RANDOM_WEIGHT_MODELS, Served
 from tests.zoo import onnx_test_model
 
@@ -131,9 +130,8 @@ def test_a_stateful_voice_activity_model_runs_unbatched_with_its_state(served: S
 
 def _binary_body(name: str, array: np.ndarray, datatype: str = "FP32", shape: list[int] | None = None
                  ) -> dict[str, Any]:
-    head = orjson.dumps({"inputs": [{"name": name, "shape": shape or list(array.shape), "datatype": datatype,
-                                     "parameters": {"binary_data_size": array.nbytes}}]})
-    return {"content": head + array.tobytes(), "headers": {"Inference-Header-Content-Length": str(len(head))}}
+    return binary_request({"inputs": [{"name": name, "shape": shape or list(array.shape), "datatype": datatype,
+                                       "parameters": {"binary_data_size": array.nbytes}}]}, array.tobytes())
 
 
 PICTURE = (1, 3, 224, 224)
